@@ -1,0 +1,39 @@
+# Two commands matter: `make test` and `make demo`. Both bootstrap .venv themselves.
+PYTHON ?= python3.11
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: venv test test-all demo demo-stop bench lint clean
+
+venv: $(STAMP)
+
+# torch first (the CPU wheel; on GPU hosts install the CUDA build before `make venv`),
+# then DeepSpeed without build isolation so its setup.py sees that torch instead of
+# pulling a second one, then the project pinned by requirements/cpu.lock.
+$(STAMP): pyproject.toml requirements/cpu.lock
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q "torch==2.13.0" || $(BIN)/pip install -q "torch>=2.3"
+	$(BIN)/pip install -q --no-build-isolation -c requirements/cpu.lock deepspeed
+	$(BIN)/pip install -q -c requirements/cpu.lock -e ".[dev]"
+	touch $(STAMP)
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+test-all: $(STAMP)
+	$(BIN)/python -m pytest -q -m "not gpu"
+
+demo: $(STAMP)
+	$(BIN)/python -m flows.demo
+
+demo-stop:
+	bash infra/local/stop.sh
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/clean_throughput.py
+	$(BIN)/python benchmarks/pack_throughput.py
+	$(BIN)/python benchmarks/train_step.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache build *.egg-info

@@ -1,0 +1,485 @@
+"""One place that knows how to read and write `s3://bucket/key` URIs and local paths.
+
+Every other module speaks URIs and calls these functions; none imports boto3.
+Endpoint and credentials come from the environment (the variables boto3 itself
+reads: AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY,
+AWS_DEFAULT_REGION) or from an explicit `StorageSettings`, never from code.
+The same settings become Beam `S3Options` flags through `beam_s3_args()`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import fnmatch
+import functools
+import hashlib
+import io
+import os
+import shutil
+import tempfile
+import threading
+from pathlib import Path
+from typing import IO, Iterator
+
+S3_SCHEME = "s3://"
+
+
+class StorageError(RuntimeError):
+    """A storage problem the user can fix (bad endpoint, missing object...)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class StorageSettings:
+    """How to reach object storage. Empty fields fall back to boto3's own lookup."""
+
+    endpoint_url: str | None = None  # e.g. http://127.0.0.1:8333 for the local SeaweedFS gateway
+    access_key_id: str | None = None
+    secret_access_key: str | None = None
+    region: str = "us-east-1"  # SeaweedFS ignores it; AWS needs one for signing
+    max_attempts: int = 8  # botocore "standard" retry mode: throttling and 5xx back off
+
+    @classmethod
+    def from_env(cls) -> "StorageSettings":
+        return cls(
+            endpoint_url=os.environ.get("AWS_ENDPOINT_URL") or os.environ.get("S3_ENDPOINT_URL") or None,
+            access_key_id=os.environ.get("AWS_ACCESS_KEY_ID") or None,
+            secret_access_key=os.environ.get("AWS_SECRET_ACCESS_KEY") or None,
+            region=os.environ.get("AWS_DEFAULT_REGION") or os.environ.get("AWS_REGION") or "us-east-1",
+        )
+
+    def to_env(self) -> dict[str, str]:
+        """Environment for a child process (DeepSpeed ranks, Beam workers) to see the same store."""
+        env = {"AWS_DEFAULT_REGION": self.region}
+        if self.endpoint_url:
+            env["AWS_ENDPOINT_URL"] = self.endpoint_url
+        if self.access_key_id:
+            env["AWS_ACCESS_KEY_ID"] = self.access_key_id
+        if self.secret_access_key:
+            env["AWS_SECRET_ACCESS_KEY"] = self.secret_access_key
+        return env
+
+
+def beam_s3_args(settings: StorageSettings | None = None) -> list[str]:
+    """Beam `S3Options` flags that point Beam's own s3:// filesystem at the same store."""
+    s = settings or StorageSettings.from_env()
+    args = [f"--s3_region_name={s.region}"]
+    if s.endpoint_url:
+        args.append(f"--s3_endpoint_url={s.endpoint_url}")
+    if s.access_key_id:
+        args.append(f"--s3_access_key_id={s.access_key_id}")
+    if s.secret_access_key:
+        args.append(f"--s3_secret_access_key={s.secret_access_key}")
+    return args
+
+
+def settings_from_beam_options(options) -> StorageSettings:
+    """StorageSettings from Beam PipelineOptions, falling back to the environment per field."""
+    from apache_beam.options.pipeline_options import S3Options
+
+    s3 = options.view_as(S3Options)
+    env = StorageSettings.from_env()
+    return StorageSettings(
+        endpoint_url=s3.s3_endpoint_url or env.endpoint_url,
+        access_key_id=s3.s3_access_key_id or env.access_key_id,
+        secret_access_key=s3.s3_secret_access_key or env.secret_access_key,
+        region=s3.s3_region_name or env.region,
+    )
+
+
+# ----------------------------------------------------------------------------- URIs
+
+
+def is_s3(uri: str) -> bool:
+    return str(uri).startswith(S3_SCHEME)
+
+
+def split_s3(uri: str) -> tuple[str, str]:
+    if not is_s3(uri):
+        raise ValueError(f"not an s3:// URI: {uri}")
+    rest = uri[len(S3_SCHEME):]
+    bucket, _, key = rest.partition("/")
+    if not bucket:
+        raise ValueError(f"s3 URI without a bucket: {uri}")
+    return bucket, key
+
+
+def join(base: str, *parts: str) -> str:
+    """Join path parts onto a URI or a local path."""
+    out = str(base)
+    for p in parts:
+        p = str(p)
+        if not p:
+            continue
+        out = out.rstrip("/") + "/" + p.lstrip("/")
+    return out
+
+
+def basename(uri: str) -> str:
+    return str(uri).rstrip("/").rsplit("/", 1)[-1]
+
+
+def parent(uri: str) -> str:
+    uri = str(uri).rstrip("/")
+    head, _, _ = uri.rpartition("/")
+    return head
+
+
+def normalize(uri: str) -> str:
+    """Absolute local paths; s3 URIs unchanged."""
+    return str(uri) if is_s3(uri) else str(Path(uri).expanduser().resolve())
+
+
+# ----------------------------------------------------------------------------- client
+
+_CLIENTS: dict[StorageSettings, object] = {}
+_CLIENT_LOCK = threading.Lock()
+
+
+def client(settings: StorageSettings | None = None):
+    """A cached boto3 S3 client with retries for these settings."""
+    s = settings or StorageSettings.from_env()
+    with _CLIENT_LOCK:
+        c = _CLIENTS.get(s)
+        if c is None:
+            import boto3
+            from botocore.config import Config
+
+            cfg = Config(
+                retries={"max_attempts": s.max_attempts, "mode": "standard"},
+                s3={"addressing_style": "path"},  # SeaweedFS and most on-prem gateways need path style
+                connect_timeout=10,
+                read_timeout=120,
+                max_pool_connections=32,
+            )
+            c = boto3.client(
+                "s3",
+                endpoint_url=s.endpoint_url,
+                aws_access_key_id=s.access_key_id,
+                aws_secret_access_key=s.secret_access_key,
+                region_name=s.region,
+                config=cfg,
+            )
+            _CLIENTS[s] = c
+    return c
+
+
+def _translate(exc: Exception, uri: str) -> Exception:
+    from botocore.exceptions import ClientError, EndpointConnectionError, NoCredentialsError
+
+    if isinstance(exc, EndpointConnectionError):
+        return StorageError(
+            f"cannot reach the S3 endpoint for {uri} ({exc}). "
+            "Check AWS_ENDPOINT_URL / --s3_endpoint_url, or start the local store with `bash infra/local/start.sh`."
+        )
+    if isinstance(exc, NoCredentialsError):
+        return StorageError(f"no S3 credentials for {uri}: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY.")
+    if isinstance(exc, ClientError):
+        code = exc.response.get("Error", {}).get("Code", "")
+        if code in ("NoSuchKey", "404", "NotFound"):
+            return FileNotFoundError(uri)
+        if code == "NoSuchBucket":
+            return StorageError(f"bucket of {uri} does not exist: create it (`python -m common.storage mb s3://BUCKET`).")
+        return StorageError(f"S3 error on {uri}: {code} {exc}")
+    return exc
+
+
+@contextlib.contextmanager
+def _s3_errors(uri: str):
+    try:
+        yield
+    except FileNotFoundError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - translated into a message that says what to fix
+        translated = _translate(exc, uri)
+        if translated is exc:
+            raise
+        raise translated from exc
+
+
+def check_reachable(uri: str, settings: StorageSettings | None = None) -> None:
+    """Fail fast, with one clear line, when an s3:// URI's endpoint or bucket can't be reached."""
+    if not is_s3(uri):
+        return
+    bucket, _ = split_s3(uri)
+    with _s3_errors(uri):
+        client(settings).head_bucket(Bucket=bucket)
+
+
+def make_bucket(uri: str, settings: StorageSettings | None = None) -> None:
+    bucket, _ = split_s3(uri)
+    c = client(settings)
+    with _s3_errors(uri):
+        try:
+            c.head_bucket(Bucket=bucket)
+        except Exception:  # noqa: BLE001 - absent: create it
+            c.create_bucket(Bucket=bucket)
+
+
+# ----------------------------------------------------------------------------- reads
+
+
+def read_bytes(uri: str, settings: StorageSettings | None = None) -> bytes:
+    if is_s3(uri):
+        bucket, key = split_s3(uri)
+        with _s3_errors(uri):
+            return client(settings).get_object(Bucket=bucket, Key=key)["Body"].read()
+    return Path(uri).read_bytes()
+
+
+def read_text(uri: str, settings: StorageSettings | None = None) -> str:
+    return read_bytes(uri, settings).decode("utf-8")
+
+
+def read_range(uri: str, offset: int, length: int, settings: StorageSettings | None = None) -> bytes:
+    """Bytes [offset, offset+length) without fetching the whole object (HTTP Range on S3)."""
+    if length <= 0:
+        return b""
+    if is_s3(uri):
+        bucket, key = split_s3(uri)
+        with _s3_errors(uri):
+            resp = client(settings).get_object(Bucket=bucket, Key=key, Range=f"bytes={offset}-{offset + length - 1}")
+            return resp["Body"].read()
+    with open(uri, "rb") as f:
+        f.seek(offset)
+        return f.read(length)
+
+
+def size(uri: str, settings: StorageSettings | None = None) -> int:
+    if is_s3(uri):
+        bucket, key = split_s3(uri)
+        with _s3_errors(uri):
+            return int(client(settings).head_object(Bucket=bucket, Key=key)["ContentLength"])
+    return os.path.getsize(uri)
+
+
+def exists(uri: str, settings: StorageSettings | None = None) -> bool:
+    if is_s3(uri):
+        bucket, key = split_s3(uri)
+        from botocore.exceptions import ClientError
+
+        try:
+            client(settings).head_object(Bucket=bucket, Key=key)
+            return True
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+                return False
+            raise _translate(exc, uri) from exc
+        except Exception as exc:  # noqa: BLE001
+            raise _translate(exc, uri) from exc
+    return os.path.exists(uri)
+
+
+@contextlib.contextmanager
+def open_read(uri: str, settings: StorageSettings | None = None) -> Iterator[IO[bytes]]:
+    """A binary file object. S3 objects stream (no full download)."""
+    if is_s3(uri):
+        bucket, key = split_s3(uri)
+        with _s3_errors(uri):
+            body = client(settings).get_object(Bucket=bucket, Key=key)["Body"]
+        try:
+            yield io.BufferedReader(_StreamingBodyIO(body), buffer_size=1 << 20)
+        finally:
+            body.close()
+    else:
+        with open(uri, "rb") as f:
+            yield f
+
+
+class _StreamingBodyIO(io.RawIOBase):
+    """Adapts botocore's StreamingBody to io.RawIOBase so gzip/zstd/pyarrow can wrap it."""
+
+    def __init__(self, body):
+        self._body = body
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b) -> int:
+        data = self._body.read(len(b))
+        n = len(data)
+        b[:n] = data
+        return n
+
+
+def list_files(prefix: str, settings: StorageSettings | None = None) -> list[str]:
+    """Every file under a prefix (recursive), sorted. Local: a directory tree."""
+    if is_s3(prefix):
+        bucket, key = split_s3(prefix)
+        out: list[str] = []
+        with _s3_errors(prefix):
+            paginator = client(settings).get_paginator("list_objects_v2")
+            for page in paginator.paginate(Bucket=bucket, Prefix=key):
+                for obj in page.get("Contents", []):
+                    out.append(f"{S3_SCHEME}{bucket}/{obj['Key']}")
+        return sorted(out)
+    root = Path(prefix)
+    if root.is_file():
+        return [str(root)]
+    if not root.exists():
+        return []
+    return sorted(str(p) for p in root.rglob("*") if p.is_file())
+
+
+def glob(pattern: str, settings: StorageSettings | None = None) -> list[str]:
+    """Expand a glob (`*`, `?`, `[..]`, `**`) over local paths or s3:// keys; sorted, deduplicated."""
+    if not any(ch in pattern for ch in "*?["):
+        return [pattern] if exists(pattern, settings) or (not is_s3(pattern) and os.path.isfile(pattern)) else []
+    if is_s3(pattern):
+        bucket, key = split_s3(pattern)
+        literal = key
+        for i, ch in enumerate(key):
+            if ch in "*?[":
+                literal = key[:i]
+                break
+        candidates = list_files(f"{S3_SCHEME}{bucket}/{literal}", settings)
+        keyed = [c for c in candidates if fnmatch.fnmatchcase(split_s3(c)[1], key.replace("**/", "*").replace("**", "*"))]
+        return sorted(set(keyed))
+    import glob as _glob
+
+    return sorted({p for p in _glob.glob(os.path.expanduser(pattern), recursive=True) if os.path.isfile(p)})
+
+
+# ----------------------------------------------------------------------------- writes
+
+
+def write_bytes(uri: str, data: bytes, settings: StorageSettings | None = None) -> None:
+    """Write a whole object. S3 PUT is atomic; locally we write a temp file and rename."""
+    if is_s3(uri):
+        bucket, key = split_s3(uri)
+        with _s3_errors(uri):
+            client(settings).put_object(Bucket=bucket, Key=key, Body=data)
+        return
+    path = Path(uri)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def write_text(uri: str, text: str, settings: StorageSettings | None = None) -> None:
+    write_bytes(uri, text.encode("utf-8"), settings)
+
+
+# A small file (manifest, marker) is published atomically by the same mechanism.
+publish_atomic = write_bytes
+
+
+def upload_file(local_path: str, uri: str, settings: StorageSettings | None = None) -> None:
+    if is_s3(uri):
+        bucket, key = split_s3(uri)
+        with _s3_errors(uri):
+            client(settings).upload_file(str(local_path), bucket, key)
+        return
+    Path(uri).parent.mkdir(parents=True, exist_ok=True)
+    tmp = f"{uri}.tmp-{os.getpid()}"
+    shutil.copyfile(local_path, tmp)
+    os.replace(tmp, uri)
+
+
+def download_file(uri: str, local_path: str, settings: StorageSettings | None = None) -> None:
+    Path(local_path).parent.mkdir(parents=True, exist_ok=True)
+    if is_s3(uri):
+        bucket, key = split_s3(uri)
+        with _s3_errors(uri):
+            client(settings).download_file(bucket, key, str(local_path))
+        return
+    shutil.copyfile(uri, local_path)
+
+
+def upload_dir(local_dir: str, uri: str, settings: StorageSettings | None = None) -> list[str]:
+    """Copy a local directory tree under a URI; returns the written URIs (sorted)."""
+    written = []
+    for p in sorted(Path(local_dir).rglob("*")):
+        if p.is_file():
+            dest = join(uri, p.relative_to(local_dir).as_posix())
+            upload_file(str(p), dest, settings)
+            written.append(dest)
+    return written
+
+
+def download_dir(uri: str, local_dir: str, settings: StorageSettings | None = None) -> list[str]:
+    """Copy every file under a URI prefix into a local directory; returns local paths."""
+    base = uri.rstrip("/") + "/"
+    out = []
+    for src in list_files(base, settings):
+        rel = src[len(base):]
+        dest = os.path.join(local_dir, rel)
+        download_file(src, dest, settings)
+        out.append(dest)
+    return out
+
+
+@contextlib.contextmanager
+def local_copy(uri: str, settings: StorageSettings | None = None) -> Iterator[str]:
+    """A local directory with the contents of `uri` (the directory itself when already local)."""
+    if not is_s3(uri):
+        yield uri
+        return
+    with tempfile.TemporaryDirectory(prefix="electra-dl-") as tmp:
+        download_dir(uri, tmp, settings)
+        yield tmp
+
+
+def delete(uri: str, settings: StorageSettings | None = None) -> None:
+    if is_s3(uri):
+        bucket, key = split_s3(uri)
+        with _s3_errors(uri):
+            client(settings).delete_object(Bucket=bucket, Key=key)
+        return
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(uri)
+
+
+def delete_prefix(prefix: str, settings: StorageSettings | None = None) -> int:
+    """Delete every file under a prefix; returns how many."""
+    files = list_files(prefix, settings)
+    if not is_s3(prefix):
+        if os.path.isdir(prefix):
+            shutil.rmtree(prefix)
+        return len(files)
+    for f in files:
+        delete(f, settings)
+    return len(files)
+
+
+# ----------------------------------------------------------------------------- hashing
+
+
+def sha256_bytes(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def sha256_uri(uri: str, settings: StorageSettings | None = None) -> str:
+    h = hashlib.sha256()
+    with open_read(uri, settings) as f:
+        for chunk in iter(functools.partial(f.read, 1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _main(argv: list[str] | None = None) -> None:
+    """Tiny CLI: `python -m common.storage mb s3://bucket` | `ls URI`."""
+    import argparse
+
+    ap = argparse.ArgumentParser(prog="python -m common.storage", description=_main.__doc__)
+    ap.add_argument("verb", choices=["mb", "ls"])
+    ap.add_argument("uri")
+    a = ap.parse_args(argv)
+    if a.verb == "mb":
+        make_bucket(a.uri)
+    else:
+        for f in list_files(a.uri):
+            print(f)
+
+
+if __name__ == "__main__":
+    _main()

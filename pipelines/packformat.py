@@ -1,0 +1,87 @@
+"""The packed-examples format: what `pipelines.pack` writes and `pretraining` streams.
+
+Layout under an output URI:
+    shards/part-00000-of-00008.bin   fixed-length examples, row-major [examples, seq_len],
+                                     little-endian uint16 (uint32 when the vocabulary > 65535)
+    manifest.json                    written last; kind "pack"
+
+Only token ids are stored. The attention mask is `ids != pad_id`; token types are 0
+up to and including the first [SEP] and 1 after it, so storing them would double the
+bytes the trainer streams for nothing. Example i of a shard starts at byte
+i * seq_len * itemsize, so a reader fetches any run of examples with one HTTP range
+request, without downloading the shard.
+
+Manifest fields beyond the common ones (common/manifest.py):
+    format: "electra-pack-v1", dtype: "uint16"|"uint32", seq_len, vocab_size,
+    special_ids: {pad, unk, cls, sep, mask}, tokenizer: {uri, manifest_hash, spm_sha256},
+    padding_fraction, seed, shards: [{path, examples, tokens, sha256}]
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+from common import manifest, storage
+
+FORMAT = "electra-pack-v1"
+SHARDS_DIR = "shards"
+
+
+def dtype_for_vocab(vocab_size: int) -> np.dtype:
+    return np.dtype("<u2") if vocab_size <= 65536 else np.dtype("<u4")
+
+
+def token_type_ids(ids: np.ndarray, sep_id: int) -> np.ndarray:
+    """0 through the first [SEP] of each row, 1 after it (padding included; it is masked anyway)."""
+    is_sep = ids == sep_id
+    seen = np.cumsum(is_sep, axis=-1)
+    # A position is segment B once a [SEP] strictly before it has been seen.
+    return ((seen - is_sep) > 0).astype(np.int64)
+
+
+def attention_mask(ids: np.ndarray, pad_id: int) -> np.ndarray:
+    return (ids != pad_id).astype(np.int64)
+
+
+@dataclasses.dataclass(frozen=True)
+class ShardInfo:
+    uri: str
+    examples: int
+    tokens: int
+    sha256: str
+
+
+class PackReader:
+    """Random access to the examples of a finished pack, local or s3://."""
+
+    def __init__(self, output: str, settings: storage.StorageSettings | None = None):
+        self.output = output
+        self.settings = settings
+        self.manifest = manifest.read(output, kind="pack", settings=settings)
+        if self.manifest.get("format") != FORMAT:
+            raise manifest.ManifestError(f"{output}: pack format {self.manifest.get('format')!r}, expected {FORMAT!r}")
+        self.seq_len: int = int(self.manifest["seq_len"])
+        self.dtype = np.dtype(self.manifest["dtype"]).newbyteorder("<")
+        self.vocab_size: int = int(self.manifest["vocab_size"])
+        self.special_ids: dict[str, int] = dict(self.manifest["special_ids"])
+        self.shards = [ShardInfo(storage.join(output, s["path"]), int(s["examples"]), int(s["tokens"]), s["sha256"])
+                       for s in self.manifest["shards"]]
+
+    @property
+    def num_examples(self) -> int:
+        return sum(s.examples for s in self.shards)
+
+    @property
+    def row_bytes(self) -> int:
+        return self.seq_len * self.dtype.itemsize
+
+    def read(self, shard: int, start: int, count: int) -> np.ndarray:
+        """Examples [start, start+count) of one shard as an int64 array [count, seq_len]."""
+        info = self.shards[shard]
+        count = max(0, min(count, info.examples - start))
+        raw = storage.read_range(info.uri, start * self.row_bytes, count * self.row_bytes, self.settings)
+        if len(raw) != count * self.row_bytes:
+            raise IOError(f"{info.uri}: short read at example {start} (got {len(raw)} bytes); the shard is truncated")
+        return np.frombuffer(raw, dtype=self.dtype).reshape(count, self.seq_len).astype(np.int64)
