@@ -23,6 +23,8 @@ from pathlib import Path
 from typing import IO, Iterator
 
 S3_SCHEME = "s3://"
+_UMASK = os.umask(0)
+os.umask(_UMASK)
 
 
 class StorageError(RuntimeError):
@@ -358,6 +360,7 @@ def write_bytes(uri: str, data: bytes, settings: StorageSettings | None = None) 
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; published files get the usual mode
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):

@@ -1,0 +1,98 @@
+"""An evaluation run: check everything, fine-tune every task for every seed, report the medians.
+
+All checks that can fail on user input (task names, model layout, tokenizer, data files) run
+before the first training step, so a typo costs seconds, not a GPU-hour.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import logging
+import statistics
+
+from common import manifest, storage
+from evaluation import glue_data, model_io, paper, report, squad_data, tasks
+from evaluation.config import EvalConfig, recipe
+from evaluation.glue_data import DataFormatError
+from evaluation.glue_task import run_glue_seed
+from evaluation.squad_task import run_squad_seed
+
+log = logging.getLogger(__name__)
+
+
+def load_data(task: tasks.TaskSpec, cfg: EvalConfig) -> dict[str, list[dict]]:
+    loader = squad_data if task.kind == "squad" else glue_data
+    data = loader.load(task, cfg.data_dir)
+    ft = cfg.finetune
+    for split, rows in data.items():
+        cap = ft.max_train_examples if split == "train" else ft.max_eval_examples
+        data[split] = rows[:cap] if cap > 0 else rows
+        if not data[split]:
+            raise DataFormatError(f"{task.name}: split {split} is empty")
+    return data
+
+
+def load_tokenizer(model_dir: str, need_offsets: bool):
+    from transformers import AutoTokenizer
+
+    try:
+        tok = AutoTokenizer.from_pretrained(model_dir)
+    except Exception as exc:  # noqa: BLE001 - any failure here means the tokenizer files are unusable
+        raise model_io.ModelError(f"cannot load the tokenizer in {model_dir}: {exc}") from None
+    if need_offsets and not tok.is_fast:
+        raise model_io.ModelError(f"{model_dir}: SQuAD needs a fast tokenizer (tokenizer.json) for answer offsets")
+    return tok
+
+
+def _median(per_seed: list[dict[str, float]]) -> dict[str, float]:
+    return {k: float(statistics.median(s[k] for s in per_seed)) for k in per_seed[0]}
+
+
+def _skeleton(cfg: EvalConfig, info: model_io.ModelInfo, lr: float, decay: float, paper_label: str) -> dict:
+    """results.json without task scores: who was evaluated, when, how."""
+    now = datetime.datetime.now(datetime.timezone.utc)
+    return {"title": cfg.report.title or f"Evaluation of {info.name}", "name": info.name,
+            "created": now.isoformat(timespec="seconds"),
+            "created_id": now.strftime("%Y%m%dT%H%M%S.%f")[:-3] + "Z",  # the report dir; sorts in time order
+            "model": {"uri": info.uri, "size": info.size, "step": info.step, "hidden_size": info.hidden_size,
+                      "num_layers": info.num_layers, "manifest_hash": (info.manifest or {}).get("manifest_hash")},
+            "seeds": cfg.seeds, "paper_row": paper_label, "learning_rate": lr, "layer_decay": decay,
+            "config": dataclasses.asdict(cfg), "tasks": {}}
+
+
+def evaluate(cfg: EvalConfig) -> dict:
+    """Run the evaluation `cfg` describes; returns the report manifest (`report_uri` = where it landed)."""
+    # Every check on user input first: a typo must cost seconds, not a fine-tuning run.
+    cfg.finetune.check()
+    specs = tasks.resolve(list(cfg.tasks))
+    info = model_io.inspect(cfg.model, cfg.report.name, cfg.size)
+    storage.check_reachable(cfg.output)
+    data = {t.name: load_data(t, cfg) for t in specs}
+    for name, splits in data.items():
+        log.info("%s: %s", name, ", ".join(f"{len(rows)} {split}" for split, rows in splits.items()))
+
+    lr = cfg.finetune.learning_rate or recipe(info.size).learning_rate
+    decay = cfg.finetune.layer_decay or recipe(info.size).layer_decay
+    paper_label, row = paper.paper_row(info.size)
+    results = _skeleton(cfg, info, lr, decay, paper_label)
+    with storage.local_copy(info.hf_uri) as model_dir:
+        tok = load_tokenizer(model_dir, need_offsets=any(t.kind == "squad" for t in specs))
+        for t in specs:
+            runner = run_squad_seed if t.kind == "squad" else run_glue_seed
+            per_key: dict[str, list[dict]] = {}  # mnli gives two keys (matched, mismatched) per run
+            for seed in range(cfg.seed_base, cfg.seed_base + cfg.seeds):
+                log.info("fine-tuning %s seed %d", t.name, seed)
+                scores = runner(t, data[t.name], model_dir, tok, cfg.finetune, lr=lr, layer_decay=decay, seed=seed,
+                                use_cpu=cfg.device == "cpu")
+                for key, s in scores.items():
+                    per_key.setdefault(key, []).append({"seed": seed, "scores": s})
+            for key, runs in per_key.items():
+                by_metric = paper.paper_scores(row, key, t.primary)  # SQuAD: EM and F1; GLUE: the primary
+                results["tasks"][key] = {
+                    "task": t.name, "primary": t.primary, "metrics": list(t.metrics),
+                    "median": _median([r["scores"] for r in runs]), "seeds": runs,
+                    "paper": by_metric.get(t.primary), "paper_metrics": by_metric,
+                    "examples": {split: len(rows) for split, rows in data[t.name].items()}}
+    inputs = [manifest.input_ref(info.uri, info.manifest)] if info.manifest else []
+    return report.write(cfg.output, results, margin=cfg.report.regression_margin, inputs=inputs, config=cfg)

@@ -1,0 +1,46 @@
+"""Fine-tune and score one GLUE task for one seed."""
+
+from __future__ import annotations
+
+import numpy as np
+from transformers import AutoModelForSequenceClassification, DataCollatorWithPadding, set_seed
+
+from evaluation.config import FinetuneConfig
+from evaluation.finetune import ListDataset, LLRDTrainer, training_args
+from evaluation.metrics import glue_scores
+from evaluation.tasks import TaskSpec, split_label
+
+
+def encode(rows: list[dict], task: TaskSpec, tokenizer, max_len: int) -> ListDataset:
+    texts = [[r[f] for r in rows] for f in task.text_fields]
+    enc = tokenizer(*texts, truncation=True, max_length=max_len, return_token_type_ids=True)
+    feats = [{k: enc[k][i] for k in enc} for i in range(len(rows))]
+    for f, r in zip(feats, rows):
+        f["labels"] = float(r["label"]) if task.num_labels == 1 else int(r["label"])
+    return ListDataset(feats)
+
+
+def run_glue_seed(task: TaskSpec, data: dict[str, list[dict]], model_dir: str, tokenizer, ft: FinetuneConfig, *,
+                  lr: float, layer_decay: float, seed: int, use_cpu: bool) -> dict[str, dict[str, float]]:
+    """{result key (cola, mnli_m, ...): {metric: score}} for one fine-tuning run."""
+    set_seed(seed)  # before the model exists: the seed must also pick the new head's initial weights
+    kw = {"problem_type": "regression"} if task.num_labels == 1 else {}
+    model = AutoModelForSequenceClassification.from_pretrained(model_dir, num_labels=task.num_labels, **kw)
+    epochs = ft.epochs if ft.epochs is not None else task.epochs
+    train = data["train"]
+    if ft.double_unordered and task.unordered:
+        a, b = task.text_fields
+        train = train + [{**r, a: r[b], b: r[a]} for r in train]
+    trainer = LLRDTrainer(
+        model=model, args=training_args(ft, lr=lr, epochs=epochs, seed=seed, use_cpu=use_cpu),
+        train_dataset=encode(train, task, tokenizer, ft.max_seq_length),
+        data_collator=DataCollatorWithPadding(tokenizer), layer_decay=layer_decay)
+    trainer.train()
+    out = {}
+    for split in task.eval_splits:
+        rows = data[split]
+        logits = trainer.predict(encode(rows, task, tokenizer, ft.max_seq_length)).predictions
+        logits = logits[0] if isinstance(logits, tuple) else logits
+        preds = logits.reshape(-1) if task.num_labels == 1 else np.argmax(logits, axis=-1)
+        out[split_label(task, split)] = glue_scores(task.metrics, preds, [r["label"] for r in rows])
+    return out
