@@ -6,13 +6,18 @@ Layout under an output URI:
     stats.json                              counters (records_read = kept + dropped + rejected)
     manifest.json                           written last; kind "documents"
 
+A rejects line is JSON: {reason, source, position, url, size, sha256, preview, detail}
+(sha256 and size are of the raw record bytes, so a reject can be found again in its input).
+
 Parquet with zstd: columnar (a reader that wants only `text` skips the rest), splittable
 by row group for Beam/Spark/Dask, typed, and ~3-4x smaller than JSONL.gz on web text.
 """
 
 from __future__ import annotations
 
+import gzip
 import io
+import json
 from typing import Iterator
 
 import pyarrow as pa
@@ -47,6 +52,25 @@ def encode_shard(rows: list[dict]) -> bytes:
     pq.write_table(table, buf, compression="zstd", row_group_size=ROW_GROUP_SIZE,
                    write_statistics=False, store_schema=False)
     return buf.getvalue()
+
+
+def encode_rejects(rows: list[dict]) -> bytes:
+    """gzip'd JSONL for one rejects shard; mtime 0 and no file name, so bytes are reproducible."""
+    body = "".join(json.dumps(r, sort_keys=True, ensure_ascii=False) + "\n" for r in rows).encode("utf-8")
+    return gzip.compress(body, compresslevel=6, mtime=0)
+
+
+def iter_rejects(output: str, settings: storage.StorageSettings | None = None) -> Iterator[dict]:
+    """Every rejected record of a finished output."""
+    m = manifest.read(output, kind="documents", settings=settings)
+    for s in m.get("rejects", []):
+        data = gzip.decompress(storage.read_bytes(storage.join(output, s["path"]), settings))
+        for line in data.decode("utf-8").splitlines():
+            yield json.loads(line)
+
+
+def read_stats(output: str, settings: storage.StorageSettings | None = None) -> dict:
+    return json.loads(storage.read_text(storage.join(output, STATS_NAME), settings))
 
 
 def iter_shard(uri: str, columns: list[str] | None = None,

@@ -1,0 +1,88 @@
+"""Raw web text to clean, deduplicated documents (Apache Beam).
+
+    python -m pipelines.clean --input 'data/*.warc.gz' --input s3://raw/cc/*.wet.gz \
+        --output s3://corpus/clean [--config clean.yaml] [--format auto] [--set dedup.bands=20] \
+        [--runner FlinkRunner --flink_master=host:8081 ...]
+
+Reads WARC / WET / JSONL(.gz/.zst) / Parquet / text, extracts main text from HTML
+(resiliparse), normalises, applies language id, the Gopher and C4 rules, exact and
+MinHash-LSH dedup, and writes `documents/`, `rejects/`, `stats.json` and, last,
+`manifest.json` (layout: pipelines/documents.py; rules and defaults: docs/clean.md).
+Any flag this parser does not know is a Beam pipeline option.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+import sys
+
+import apache_beam as beam
+
+from common import configs, manifest, storage
+from pipelines import beam as beam_opts
+from pipelines.cleaning import readers
+from pipelines.cleaning.config import FORMATS, CleanConfig, build
+from pipelines.cleaning.job import InputError, build_pipeline, check_bucket, clear_output, input_refs, resolve_inputs
+
+log = logging.getLogger("pipelines.clean")
+
+
+def run(cfg: CleanConfig, beam_args: list[str] | None = None) -> dict:
+    """Run the job; returns the manifest it wrote. Raises InputError / StorageError before any work
+    when an input or the output cannot be reached."""
+    if not cfg.output:
+        raise InputError("no --output given")
+    options = beam_opts.pipeline_options(beam_args, job_name="clean")
+    settings = beam_opts.storage_settings(options)
+    paths = resolve_inputs(cfg.inputs, settings)
+    check_bucket(cfg.output, dataclasses.replace(settings, max_attempts=1), "--output")
+    output = storage.normalize(cfg.output)
+    cfg = dataclasses.replace(cfg, output=output)
+    files = [(f, cfg.format if cfg.format != "auto" else readers.detect_format(f, settings)) for f in paths]
+    refs = input_refs(files, settings)
+    log.info("clean: %d input files -> %s", len(files), output)
+    clear_output(output, settings)
+    p = beam.Pipeline(options=options)
+    build_pipeline(p, cfg, files, refs, settings)
+    result = p.run()
+    try:
+        result.wait_until_finish()
+    finally:
+        client = getattr(result, "client", None)  # the DaskRunner opens a dask Client and never closes it
+        if client is not None:
+            client.close()
+    return manifest.read(output, kind="documents", settings=settings)
+
+
+def parse_args(argv: list[str] | None) -> tuple[CleanConfig, list[str]]:
+    ap = argparse.ArgumentParser(prog="python -m pipelines.clean", description=__doc__.split("\n\n")[0],
+                                 epilog="Other flags are Beam pipeline options (--runner, --direct_num_workers...).")
+    ap.add_argument("--input", action="append", default=[], help="file, directory or glob; local or s3://; repeatable")
+    ap.add_argument("--output", required=True, help="output URI (directory or s3://bucket/prefix)")
+    ap.add_argument("--config", help="JSON or YAML file with CleanConfig fields (docs/clean.md)")
+    ap.add_argument("--format", choices=FORMATS, help="force one reader for every input (default: detect)")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="override one config field, e.g. --set langid.languages=en,de")
+    args, beam_args = ap.parse_known_args(argv)
+    return build(args.input, args.output, args.format, args.config, args.set), beam_args
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("apache_beam").setLevel(logging.WARNING)  # per-bundle worker chatter
+    try:
+        cfg, beam_args = parse_args(argv)
+        m = run(cfg, beam_args)
+    except (InputError, storage.StorageError, configs.ConfigError, FileNotFoundError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    c = m["counters"]
+    print(f"clean: read {c['records_read']}, kept {c['kept']}, dropped {sum(c['dropped'].values())}, "
+          f"rejected {sum(c['rejected'].values())} -> {cfg.output}/manifest.json")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
