@@ -14,7 +14,8 @@ request, without downloading the shard.
 Manifest fields beyond the common ones (common/manifest.py):
     format: "electra-pack-v1", dtype: "uint16"|"uint32", seq_len, vocab_size,
     special_ids: {pad, unk, cls, sep, mask}, tokenizer: {uri, manifest_hash, spm_sha256},
-    padding_fraction, seed, shards: [{path, examples, tokens, sha256}]
+    padding_fraction, seed, shards: [{path, examples, tokens, sha256, bytes}]
+Written by `pipelines.pack`; semantics of the examples in docs/tokenizer_and_packing.md.
 """
 
 from __future__ import annotations
@@ -27,6 +28,10 @@ from common import manifest, storage
 
 FORMAT = "electra-pack-v1"
 SHARDS_DIR = "shards"
+
+
+def shard_name(index: int, count: int) -> str:
+    return f"part-{index:05d}-of-{count:05d}.bin"
 
 
 def dtype_for_vocab(vocab_size: int) -> np.dtype:

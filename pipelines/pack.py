@@ -1,0 +1,58 @@
+"""Pack cleaned documents into fixed-length ELECTRA pretraining examples.
+
+    python -m pipelines.pack --input s3://corpus/clean --tokenizer s3://corpus/tokenizer \
+        --output s3://corpus/pack-512 --max-seq-length 512 [--seed 0] [--set key=value ...] \
+        [Beam options: --runner, --direct_num_workers, ...]
+
+Writes shards/part-XXXXX-of-YYYYY.bin (uint16 rows [examples, seq_len]) and, last,
+manifest.json (pipelines/packformat.py). See docs/tokenizer_and_packing.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from common.configs import ConfigError, apply_overrides
+from common.manifest import ManifestError
+from common.storage import StorageError
+from pipelines.packing.config import PackConfig
+from pipelines.packing.run import EmptyInputError, run
+from pipelines.tokenizer import TokenizerError
+
+
+def parse(argv: list[str] | None = None) -> tuple[PackConfig, list[str]]:
+    ap = argparse.ArgumentParser(prog="python -m pipelines.pack", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--input", required=True, help="documents output of pipelines.clean")
+    ap.add_argument("--tokenizer", required=True, help="output of pipelines.train_tokenizer")
+    ap.add_argument("--output", required=True, help="pack directory (local or s3://)")
+    ap.add_argument("--max-seq-length", type=int, default=PackConfig.max_seq_length)
+    ap.add_argument("--seed", type=int, default=PackConfig.seed)
+    ap.add_argument("--num-shards", type=int, default=PackConfig.num_shards)
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="any other config field")
+    a, beam_args = ap.parse_known_args(argv)
+    cfg = PackConfig(input=a.input, tokenizer=a.tokenizer, output=a.output, max_seq_length=a.max_seq_length,
+                     seed=a.seed, num_shards=a.num_shards)
+    return apply_overrides(cfg, a.set), beam_args
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("apache_beam").setLevel(logging.WARNING)  # per-bundle worker chatter
+    try:
+        cfg, beam_args = parse(argv)
+        m = run(cfg, beam_args)
+    except (EmptyInputError, TokenizerError, ManifestError, StorageError, ConfigError, FileNotFoundError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    c = m["counters"]
+    print(f"pack: {c['docs']} documents, {c['tokens_packed']} tokens -> {c['examples']} examples of "
+          f"{m['seq_len']} (padding {m['padding_fraction']:.4f}, truncated {c['tokens_truncated']}) "
+          f"-> {cfg.output}/manifest.json")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,54 @@
+"""`python -m pipelines.inspect` handler for pack outputs: decodes examples back to text."""
+
+from __future__ import annotations
+
+from typing import Iterator
+
+import numpy as np
+
+from pipelines import packformat
+
+
+def render_example(row: np.ndarray, sp, special_ids: dict[str, int]) -> str:
+    """One example as `[CLS] A [SEP] B [SEP]` text (padding left out)."""
+    specials = set(special_ids.values())
+    parts, current = [], []
+    for tok in row[row != special_ids["pad"]].tolist():
+        if tok in specials:
+            if current:
+                parts.append(sp.decode(current))
+                current = []
+            parts.append(sp.id_to_piece(tok))
+        else:
+            current.append(tok)
+    if current:
+        parts.append(sp.decode(current))
+    return " ".join(parts)
+
+
+def summarize(output: str, m: dict) -> dict:
+    from pipelines.inspect import generic_summary
+
+    out = generic_summary(output, m)
+    examples = sum(int(s["examples"]) for s in m["shards"])
+    out.update(format=m.get("format"), examples=examples, seq_len=m.get("seq_len"), dtype=m.get("dtype"),
+               tokens=sum(int(s["tokens"]) for s in m["shards"]), padding_fraction=m.get("padding_fraction"),
+               seed=m.get("seed"), tokenizer=m.get("tokenizer"))
+    return out
+
+
+def sample(output: str, m: dict) -> Iterator[dict]:
+    """Examples in shard order, decoded with the tokenizer the manifest names."""
+    from pipelines.tokenizer import load_spm
+
+    reader = packformat.PackReader(output)
+    sp = load_spm(m["tokenizer"]["uri"]).processor()
+    sep, pad = reader.special_ids["sep"], reader.special_ids["pad"]
+    for shard, info in enumerate(reader.shards):
+        for start in range(0, info.examples, 64):
+            rows = reader.read(shard, start, 64)
+            types = packformat.token_type_ids(rows, sep)
+            for i, row in enumerate(rows):
+                n = int((row != pad).sum())
+                yield {"shard": shard, "example": start + i, "tokens": n, "padding": len(row) - n,
+                       "segment_b_tokens": int(types[i][:n].sum()), "text": render_example(row, sp, reader.special_ids)}

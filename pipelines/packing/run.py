@@ -1,0 +1,88 @@
+"""The pack job as a library call: validate inputs, run the Beam pipeline, publish the manifest."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+
+import apache_beam as beam
+import numpy as np
+
+from common import manifest, storage
+from pipelines import beam as beam_opts
+from pipelines import documents, packformat
+from pipelines.packing.config import PackConfig
+from pipelines.packing.transforms import WORK_DIR, PackDocuments, sidecar_uri
+from pipelines.tokenizer import load_spm
+from pipelines.tokenizer.special import SPECIAL_IDS
+
+log = logging.getLogger(__name__)
+
+
+class EmptyInputError(ValueError):
+    """The documents output holds no text to pack."""
+
+
+def run(cfg: PackConfig, beam_args: list[str] | None = None) -> dict:
+    """Pack `cfg.input` with `cfg.tokenizer` into `cfg.output`; returns the manifest (written last)."""
+    options = beam_opts.pipeline_options(beam_args, job_name="pack")
+    settings = beam_opts.storage_settings(options)
+    storage.check_reachable(cfg.output, settings)
+    docs_manifest = manifest.read(cfg.input, kind="documents", settings=settings)
+    uris = documents.shard_uris(cfg.input, settings)
+    if not uris:
+        raise EmptyInputError(f"{cfg.input} lists no document shards: nothing to pack")
+    tok = load_spm(cfg.tokenizer, settings)  # raises on a wrong hash or missing special tokens
+    dtype = packformat.dtype_for_vocab(tok.vocab_size).str
+    num_shards = cfg.num_shards or len(uris)
+
+    # A rerun must never leave an older manifest describing newer (or half-written) shards.
+    storage.delete(manifest.manifest_uri(cfg.output), settings)
+    storage.delete_prefix(storage.join(cfg.output, WORK_DIR) + "/", settings)
+
+    with beam.Pipeline(options=options) as p:
+        _ = (p | "DocumentShards" >> beam.Create(uris)
+             | "Pack" >> PackDocuments(cfg, num_shards, tok.model_bytes, dict(SPECIAL_IDS), dtype, settings))
+
+    infos = [json.loads(storage.read_text(sidecar_uri(cfg.output, i), settings)) for i in range(num_shards)]
+    counters: dict[str, int] = {}
+    for info in infos:
+        for k, v in info["counts"].items():
+            counters[k] = counters.get(k, 0) + v
+    if counters.get("tokens_packed", 0) == 0:
+        storage.delete_prefix(storage.join(cfg.output, WORK_DIR) + "/", settings)
+        raise EmptyInputError(f"{cfg.input} has {counters.get('docs', 0)} documents but no text to pack; "
+                              "no manifest written")
+    _remove_stale_shards(cfg.output, {i["path"] for i in infos}, settings)
+    storage.delete_prefix(storage.join(cfg.output, WORK_DIR) + "/", settings)
+
+    examples = counters["examples"]
+    m = manifest.build(
+        "pack",
+        inputs=[manifest.input_ref(cfg.input, docs_manifest), manifest.input_ref(cfg.tokenizer, tok.manifest)],
+        config=dataclasses.asdict(cfg),
+        shards=[{k: i[k] for k in ("path", "examples", "tokens", "sha256", "bytes")} for i in infos],
+        counters=counters,
+        format=packformat.FORMAT,
+        dtype=np.dtype(dtype).name,  # "uint16" | "uint32", always little-endian on disk
+        seq_len=cfg.max_seq_length,
+        vocab_size=tok.vocab_size,
+        special_ids=dict(SPECIAL_IDS),
+        tokenizer=tok.ref(),
+        padding_fraction=round(counters["padding_tokens"] / (examples * cfg.max_seq_length), 6),
+        seed=cfg.seed,
+    )
+    manifest.write(cfg.output, m, settings)
+    log.info("packed %d examples (%d tokens, padding %.4f) into %d shards",
+             examples, counters["tokens_packed"], m["padding_fraction"], num_shards)
+    return m
+
+
+def _remove_stale_shards(output: str, keep: set[str], settings) -> None:
+    """Shards of an earlier run with another shard count would otherwise sit beside ours."""
+    prefix = storage.join(output, packformat.SHARDS_DIR) + "/"
+    for uri in storage.list_files(prefix, settings):
+        rel = uri[len(output.rstrip("/")) + 1:]
+        if rel not in keep:
+            storage.delete(uri, settings)

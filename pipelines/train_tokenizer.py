@@ -1,0 +1,54 @@
+"""Train the SentencePiece tokenizer on cleaned documents; export it for Hugging Face.
+
+    python -m pipelines.train_tokenizer --input s3://corpus/clean --output s3://corpus/tokenizer \
+        [--vocab-size 32768] [--model-type unigram|bpe] [--sample-docs 200000] [--set key=value ...]
+
+Writes spm.model, tokenizer.json, tokenizer_config.json, special_tokens_map.json and,
+last, manifest.json. See docs/tokenizer_and_packing.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from common.configs import ConfigError, apply_overrides
+from common.manifest import ManifestError
+from common.storage import StorageError
+from pipelines.tokenizer.config import TokenizerConfig
+from pipelines.tokenizer.load import TokenizerError
+from pipelines.tokenizer.train import run
+
+
+def parse(argv: list[str] | None = None) -> TokenizerConfig:
+    ap = argparse.ArgumentParser(prog="python -m pipelines.train_tokenizer", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--input", required=True, help="documents output of pipelines.clean")
+    ap.add_argument("--output", required=True, help="tokenizer directory (local or s3://)")
+    ap.add_argument("--vocab-size", type=int, default=TokenizerConfig.vocab_size)
+    ap.add_argument("--model-type", choices=["unigram", "bpe"], default=TokenizerConfig.model_type)
+    ap.add_argument("--sample-docs", type=int, default=TokenizerConfig.sample_docs)
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="any other config field")
+    a = ap.parse_args(argv)
+    cfg = TokenizerConfig(input=a.input, output=a.output, vocab_size=a.vocab_size, model_type=a.model_type,
+                          sample_docs=a.sample_docs)
+    return apply_overrides(cfg, a.set)
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        cfg = parse(argv)
+        m = run(cfg)
+    except (TokenizerError, ManifestError, StorageError, ConfigError, FileNotFoundError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    c = m["counters"]
+    print(f"train_tokenizer: {m['model_type']} vocab {m['vocab_size']} from {c['documents_sampled']} of "
+          f"{c['documents_total']} documents ({c['sentences']} sentences) -> {cfg.output}/manifest.json")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,212 @@
+"""The pack job: every token kept in order, ELECTRA example structure, padding, determinism, bad input."""
+
+from __future__ import annotations
+
+import hashlib
+import random
+
+import numpy as np
+import pytest
+
+from common import manifest, storage
+from pipelines import packformat
+from pipelines.packing import prose
+from pipelines.packing.config import PackConfig
+from pipelines.packing.examples import pack
+from pipelines.packing.run import EmptyInputError
+from pipelines.packing.run import run as run_pack
+from pipelines.packing.transforms import shard_of
+from pipelines.tokenizer import TokenizerError, load_spm
+from pipelines.tokenizer.config import TokenizerConfig
+from pipelines.tokenizer.sentences import split_sentences
+from pipelines.packing.transforms import sentence_ends, surface_bytes
+from pipelines.tokenizer.special import SPECIAL_IDS
+from pipelines.tokenizer.train import run as train
+
+BEAM = ["--direct_num_workers=2"]
+SPECIAL = set(SPECIAL_IDS.values())
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    root = tmp_path_factory.mktemp("pack")
+    docs = prose.documents()
+    prose.write_documents(str(root / "docs"), docs, num_shards=3)
+    train(TokenizerConfig(input=str(root / "docs"), output=str(root / "tok"), vocab_size=8000))
+    return {"root": root, "docs": str(root / "docs"), "tok": str(root / "tok"), "documents": docs}
+
+
+@pytest.fixture(scope="module")
+def pack512(corpus):
+    out = str(corpus["root"] / "pack512")
+    m = run_pack(PackConfig(input=corpus["docs"], tokenizer=corpus["tok"], output=out, max_seq_length=512), BEAM)
+    return out, m
+
+
+def all_rows(output: str) -> list[np.ndarray]:
+    r = packformat.PackReader(output)
+    return [r.read(i, 0, s.examples) for i, s in enumerate(r.shards)]
+
+
+def expected_stream(documents: list[dict], sp, num_shards: int) -> list[list[int]]:
+    """Per output shard: the tokens of its documents, sorted by id, sentence by sentence."""
+    out = []
+    for shard in range(num_shards):
+        docs = sorted((d for d in documents if shard_of(d["id"], num_shards) == shard), key=lambda d: d["id"])
+        out.append([t for d in docs for t in sp.encode(d["text"])])
+    return out
+
+
+def check_structure(rows: np.ndarray, seq_len: int) -> None:
+    for row in rows:
+        assert row[0] == SPECIAL_IDS["cls"]
+        body = row[row != SPECIAL_IDS["pad"]]
+        assert len(body) == (row != SPECIAL_IDS["pad"]).sum() and (row[len(body):] == 0).all(), "padding is a suffix"
+        seps = np.flatnonzero(body == SPECIAL_IDS["sep"])
+        assert len(seps) in (1, 2) and seps[-1] == len(body) - 1
+        assert not np.isin(body[1:], [0, 1, 2, 4]).any(), "no [PAD]/[UNK]/[CLS]/[MASK] inside an example"
+        types = packformat.token_type_ids(row[None, :], SPECIAL_IDS["sep"])[0]
+        assert (types[:seps[0] + 1] == 0).all() and (types[seps[0] + 1:len(body)] == 1).all()
+
+
+def test_every_token_once_in_order_and_text_round_trips(corpus, pack512):
+    out, m = pack512
+    sp = load_spm(corpus["tok"]).processor()
+    expected = expected_stream(corpus["documents"], sp, len(m["shards"]))
+    for shard_rows, want in zip(all_rows(out), expected):
+        check_structure(shard_rows, 512)
+        got = shard_rows[~np.isin(shard_rows, list(SPECIAL))].tolist()  # row-major = example order
+        assert got == want
+    c = m["counters"]
+    assert c["tokens_truncated"] == 0 and c["tokens_in"] == c["tokens_packed"] == sum(map(len, expected))
+    assert c["docs"] == len(corpus["documents"]) and c["docs_empty"] == 0
+    # Text round trip: exact, since the tokenizer is lossless (identity normalisation, byte fallback).
+    for shard, rows in enumerate(all_rows(out)):
+        docs = sorted((d for d in corpus["documents"] if shard_of(d["id"], 3) == shard), key=lambda d: d["id"])
+        assert sp.decode(rows[~np.isin(rows, list(SPECIAL))].tolist()) == " ".join(d["text"] for d in docs)
+
+
+def test_padding_under_2_percent_at_512(pack512):
+    out, m = pack512
+    rows = np.concatenate(all_rows(out))
+    measured = float((rows == 0).mean())
+    assert measured == pytest.approx(m["padding_fraction"], abs=1e-6)
+    assert m["padding_fraction"] < 0.02
+    c = m["counters"]
+    assert 0.05 < c["examples_single_segment"] / c["examples"] < 0.15  # official 10%
+    assert 0.02 < c["examples_short"] / c["examples"] < 0.09  # official 5%
+
+
+def test_manifest_fields(corpus, pack512):
+    out, m = pack512
+    assert m["kind"] == "pack" and m["format"] == packformat.FORMAT and m["dtype"] == "uint16"
+    assert m["seq_len"] == 512 and m["seed"] == 0 and m["vocab_size"] == 8000
+    assert m["special_ids"] == SPECIAL_IDS
+    tok = manifest.read(corpus["tok"])
+    assert m["tokenizer"] == {"uri": corpus["tok"], "manifest_hash": tok["manifest_hash"],
+                              "spm_sha256": tok["spm_sha256"]}
+    assert [i["manifest_hash"] for i in m["inputs"]] == [manifest.read(corpus["docs"])["manifest_hash"],
+                                                         tok["manifest_hash"]]
+    for s in m["shards"]:
+        data = storage.read_bytes(storage.join(out, s["path"]))
+        assert hashlib.sha256(data).hexdigest() == s["sha256"] and len(data) == s["examples"] * 512 * 2
+    assert not storage.list_files(storage.join(out, "_work"))
+
+
+def test_deterministic_per_seed(corpus, tmp_path):
+    def shards(name, seed, beam_args=BEAM):
+        out = str(tmp_path / name)
+        m = run_pack(PackConfig(input=corpus["docs"], tokenizer=corpus["tok"], output=out, max_seq_length=128,
+                                seed=seed, num_shards=2), beam_args)
+        return [storage.read_bytes(storage.join(out, s["path"])) for s in m["shards"]], m
+
+    a, ma = shards("a", 7)
+    # Another runner mode and worker count: bundling and ordering must not matter.
+    b, mb = shards("b", 7, ["--direct_running_mode=in_memory", "--direct_num_workers=1"])
+    c, _ = shards("c", 8)
+    assert a == b and a != c
+    assert ma["shards"] == mb["shards"] and ma["counters"] == mb["counters"]
+    check_structure(np.frombuffer(a[0], "<u2").reshape(-1, 128), 128)
+
+
+def test_long_document_and_long_sentence_are_split_not_dropped(corpus, tmp_path):
+    words = " ".join(d["text"] for d in corpus["documents"][:5]).split()
+    long_doc = {"id": "long", "text": " ".join(words[:6000])}  # one "sentence" (no breaks) of ~8k tokens
+    short = {"id": "short", "text": "A short document. It has two sentences."}
+    blank = {"id": "blank", "text": " \n "}  # sorts between them: must not shift sentence offsets
+    prose.write_documents(str(tmp_path / "docs"), [long_doc, blank, short], num_shards=1)
+    out = str(tmp_path / "pack")
+    m = run_pack(PackConfig(input=str(tmp_path / "docs"), tokenizer=corpus["tok"], output=out, max_seq_length=128,
+                            cross_document=False), BEAM)
+    sp = load_spm(corpus["tok"]).processor()
+    rows = all_rows(out)[0]
+    check_structure(rows, 128)
+    got = rows[~np.isin(rows, list(SPECIAL))].tolist()
+    want = [t for d in (long_doc, short) for t in sp.encode(d["text"])]
+    assert got == want
+    assert m["counters"]["sentences_split"] > 10 and m["counters"]["tokens_truncated"] == 0
+    assert m["counters"]["examples_cross_document"] == 0  # official-style flush at document end
+    assert m["counters"]["docs_empty"] == 1
+    assert rows.shape[0] > len(want) // 128
+
+
+@pytest.mark.parametrize("texts", [[], ["", "   \n  "]], ids=["no-documents", "blank-documents"])
+def test_empty_input_fails_without_manifest(corpus, tmp_path, texts):
+    prose.write_documents(str(tmp_path / "docs"), [{"id": str(i), "text": t} for i, t in enumerate(texts)],
+                          num_shards=1)
+    out = str(tmp_path / "pack")
+    with pytest.raises(EmptyInputError, match="no text to pack|nothing to pack"):
+        run_pack(PackConfig(input=str(tmp_path / "docs"), tokenizer=corpus["tok"], output=out), BEAM)
+    assert not manifest.exists(out)
+
+
+def test_tokenizer_with_wrong_hash_is_rejected(corpus, tmp_path):
+    bad = str(tmp_path / "tok")
+    storage.download_dir(corpus["tok"], bad)
+    data = bytearray(storage.read_bytes(storage.join(bad, "spm.model")))
+    data[100] ^= 0xFF
+    storage.write_bytes(storage.join(bad, "spm.model"), bytes(data))
+    out = str(tmp_path / "pack")
+    with pytest.raises(TokenizerError, match="sha256"):
+        run_pack(PackConfig(input=corpus["docs"], tokenizer=bad, output=out), BEAM)
+    assert not manifest.exists(out)
+
+
+def test_pack_function_invariants_on_random_streams():
+    """The packer alone, many shapes: all tokens in order, rows full except at the very end."""
+    for trial in range(30):
+        r = random.Random(trial)
+        sent_lens = [r.choice([1, 3, 20, 60, 300]) for _ in range(r.randint(1, 80))]
+        tokens = np.array([r.randint(5, 999) for _ in range(sum(sent_lens))], dtype="<u2")
+        sentence_ends = np.cumsum(sent_lens)
+        doc_ends = np.unique(np.append(sentence_ends[r.sample(range(len(sent_lens)), min(3, len(sent_lens)))],
+                                       sentence_ends[-1]))
+        cfg = PackConfig(input="x", tokenizer="x", output="x", max_seq_length=r.choice([8, 32, 128]),
+                         cross_document=bool(trial % 2))
+        rows, st = pack(tokens, sentence_ends, doc_ends, cfg, random.Random(trial), SPECIAL_IDS, np.dtype("<u2"))
+        assert rows[~np.isin(rows, list(SPECIAL))].tolist() == tokens.tolist()
+        assert st.tokens == len(tokens) and st.padding == int((rows == 0).sum())
+        check_structure(rows, cfg.max_seq_length)
+
+
+def test_sentence_ends_map_to_token_boundaries(corpus):
+    """Bling Fire's byte offsets land on the token where each sentence starts."""
+    sp = load_spm(corpus["tok"]).processor()
+    surface = surface_bytes(sp)
+    text = "Dr. Smith paid $3.50 for it.  Then he left!\nA heading\nThe end (?P<x>) here. 東京。"
+    ids = np.array(sp.encode(text))
+    assert int(surface[ids].sum()) == len((" " + text).encode())  # pieces cover " " + text exactly
+    odd = "A literal \u2581 sign. Second."  # 3 bytes in text, 1 in the pieces: no inner boundaries
+    texts = ["First doc, no full stop", "", odd, text, "Last one. Two sentences."]  # "" = a blank document
+    enc = [sp.encode(t) for t in texts]
+    ends = sentence_ends(texts, np.array([t for e in enc for t in e]), [len(e) for e in enc], surface)
+    assert [e.tolist() for e in (ends[0], ends[1], ends[2], ends[4])] == [
+        [len(enc[0])], [], [len(enc[2])], [len(sp.encode("Last one.")), len(enc[4])]]
+    ends = ends[3].tolist()
+    pieces = [sp.decode(ids[a:b].tolist()).strip() for a, b in zip([0] + ends[:-1], ends)]
+    pieces = [p for p in pieces if p]  # a boundary may sit on a blank line
+    assert pieces == split_sentences(text) == ["Dr. Smith paid $3.50 for it.", "Then he left!", "A heading",
+                                              "The end (?P<x>) here.", "東京。"]
+    for doc in corpus["documents"][:50]:
+        ids = np.array(sp.encode(doc["text"]))
+        assert int(surface[ids].sum()) == len((" " + doc["text"]).encode())
