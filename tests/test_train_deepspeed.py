@@ -1,0 +1,233 @@
+"""End-to-end pretraining with the real `deepspeed` launcher on CPU (gloo), a tiny model and a real-text pack.
+
+One reference run (2 ranks, ZeRO-3) is shared by most checks; the preemption, S3 and
+two-"node" runs are compared step by step against it.
+
+Regenerate the golden curve (after an intended change to the model, data order or seeding):
+
+    ELECTRA_REGEN_GOLDEN=1 .venv/bin/python -m pytest tests/test_train_deepspeed.py -k golden
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from test_train_support import (  # noqa: F401  (real_pack is a fixture)
+    deepspeed_cmd,
+    free_port,
+    real_pack,
+    run_launcher,
+    start,
+    wait,
+    wait_for_step,
+)
+
+from common import storage
+from pretraining import checkpoint as ckpt
+from pretraining.metrics import read_losses
+
+pytestmark = pytest.mark.integration
+
+GOLDEN = Path(__file__).parent / "assets" / "golden_loss_tiny.json"
+STEPS = 24
+GOLDEN_RTOL = 1e-3  # fp32 on CPU: bit-exact on one machine; other CPUs' kernels may round differently
+
+
+def overrides(pack: str, run: str, *extra: str) -> list[str]:
+    """model.vocab_size is left to default to the pack's."""
+    return [f"data.pack={pack}", f"run={run}", f"max_steps={STEPS}",
+            "data.train_batch=16", "data.micro_batch=4", "schedule.warmup_steps=4", "optim.lr=2e-3",
+            "checkpoint.every_steps=8", "checkpoint.keep_last=2", "logging.every_steps=8", "seed=1234", *extra]
+
+
+@pytest.fixture(scope="module")
+def reference(real_pack, tmp_path_factory) -> dict:
+    """The uninterrupted 2-rank ZeRO-3 run."""
+    base = tmp_path_factory.mktemp("reference")
+    run = base / "run"
+    log = base / "launcher.log"
+    rc = run_launcher(deepspeed_cmd(overrides(real_pack["pack"], str(run))), log)
+    assert rc == 0, log.read_text()[-5000:]
+    return {"run": run, "log": log, "pack": real_pack["pack"], "losses": read_losses(str(run / "metrics.jsonl")),
+            "info": json.loads((run / "run_info.json").read_text())}
+
+
+def test_two_ranks_zero3_loss_falls(reference):
+    info, losses = reference["info"], reference["losses"]
+    assert info["world_size"] == 2 and info["zero_stage"] == 3 and info["grad_accum"] == 2
+    assert sorted(losses) == list(range(1, STEPS + 1))
+    first = sum(losses[s]["loss"] for s in range(1, 5)) / 4
+    last = sum(losses[s]["loss"] for s in range(STEPS - 3, STEPS + 1)) / 4
+    assert last < first * 0.85, (first, last)
+    assert losses[STEPS]["mlm_loss"] < losses[1]["mlm_loss"] and losses[STEPS]["rtd_loss"] < losses[1]["rtd_loss"]
+    log = reference["log"].read_text()
+    assert f"step {STEPS}/{STEPS} (100.0%)" in log and "gen acc" in log and "tok/s" in log and "ETA" in log
+    assert list((reference["run"] / "tensorboard").glob("events.out.tfevents.*"))
+
+
+def test_golden_loss_curve(reference, real_pack):
+    got = {str(s): r["loss"] for s, r in reference["losses"].items()}
+    if os.environ.get("ELECTRA_REGEN_GOLDEN"):
+        GOLDEN.parent.mkdir(exist_ok=True)
+        GOLDEN.write_text(json.dumps({
+            "regenerate": "ELECTRA_REGEN_GOLDEN=1 .venv/bin/python -m pytest tests/test_train_deepspeed.py -k golden",
+            "corpus_sha256": real_pack["corpus_sha256"], "rtol": GOLDEN_RTOL, "losses": got}, indent=1) + "\n")
+    golden = json.loads(GOLDEN.read_text())
+    if golden["corpus_sha256"] != real_pack["corpus_sha256"]:
+        pytest.skip("this machine's /usr/share/common-licenses differ from the golden corpus")
+    for step, loss in golden["losses"].items():
+        assert got[step] == pytest.approx(loss, rel=GOLDEN_RTOL), f"step {step}"
+
+
+def test_towers_share_one_embedding_tensor(reference):
+    report = reference["info"]["shared_embeddings"]
+    assert report["shared"] and report["word_embedding_params"] == ["embeddings.word_embeddings.weight"]
+    assert report["distinct_tensors"] == 1
+    assert all(n.startswith("embeddings.") for n in report["embedding_tables"])
+    from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
+
+    sd = get_fp32_state_dict_from_zero_checkpoint(str(reference["run"] / "checkpoints"), tag=ckpt.tag(STEPS))
+    assert [k for k in sd if "word_embeddings" in k] == ["embeddings.word_embeddings.weight"]
+    assert not any(k.startswith(("generator.embeddings.", "discriminator.embeddings.")) for k in sd)
+
+
+def test_checkpoints_every_n_keep_last_k(reference):
+    steps = [s for s, _ in ckpt.list_steps(str(reference["run"] / "checkpoints"))]
+    assert steps == [16, 24]  # 8 was deleted once 24 was complete
+    uri, m = ckpt.latest_complete(str(reference["run"]))
+    assert m["step"] == STEPS and m["data"]["cursor"] == STEPS * 16 and m["world_size"] == 2
+    assert m["inputs"][0]["kind"] == "pack" and m["tokens_seen"] > 0
+    assert {f["path"] for f in m["shards"]} == {f"zero_pp_rank_{r}_mp_rank_00_{k}_states.pt"
+                                                for r in (0, 1) for k in ("model", "optim")}
+
+
+def test_export_loads_and_matches_engine(reference, real_pack, tmp_path):
+    from transformers import AutoModel, AutoModelForMaskedLM, AutoModelForPreTraining, AutoTokenizer
+
+    from pretraining.export import main
+
+    out = tmp_path / "model"
+    assert main(["--checkpoint", str(reference["run"]), "--output", str(out)]) == 0
+    m = json.loads((out / "manifest.json").read_text())
+    assert m["kind"] == "model" and m["step"] == STEPS and [i["kind"] for i in m["inputs"]] == \
+        ["checkpoint", "pack", "tokenizer"]
+    assert (out / "discriminator" / "model.safetensors").exists() and (out / "generator" / "model.safetensors").exists()
+    probe = torch.load(reference["run"] / "probe.pt")  # the engine's logits, taken by the trainer at the last step
+    inputs = {k: probe[k] for k in ("input_ids", "attention_mask", "token_type_ids")}
+    disc = AutoModelForPreTraining.from_pretrained(out / "discriminator").eval()
+    gen = AutoModelForMaskedLM.from_pretrained(out / "generator").eval()
+    assert type(disc).__name__ == "ElectraForPreTraining" and type(gen).__name__ == "ElectraForMaskedLM"
+    with torch.no_grad():
+        torch.testing.assert_close(disc(**inputs).logits, probe["discriminator_logits"], atol=1e-4, rtol=1e-4)
+        n = probe["generator_logits"].shape[1]  # the trainer keeps the first positions only
+        torch.testing.assert_close(gen(**inputs).logits[:, :n], probe["generator_logits"], atol=1e-4, rtol=1e-4)
+        hidden = AutoModel.from_pretrained(out / "discriminator")(**inputs).last_hidden_state
+    assert hidden.shape == (*inputs["input_ids"].shape, 64)
+    tok = AutoTokenizer.from_pretrained(out / "discriminator")
+    enc = tok("The licensee may copy the work.", "It is free software.")
+    assert enc["input_ids"][0] == 2 and enc["input_ids"].count(3) == 2 and tok.mask_token_id == 4
+
+
+def _wait_group_gone(pgid: int, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(pgid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.2)
+    os.killpg(pgid, signal.SIGKILL)
+    raise AssertionError("ranks did not exit after SIGTERM")
+
+
+def test_sigterm_then_resume_matches_uninterrupted_via_s3(reference, real_pack, s3_bucket, tmp_path):
+    """Preempt (SIGTERM to the job's process group, as a scheduler does), relaunch, compare losses; pack and run on S3."""
+    pack = f"{s3_bucket}/pack"
+    storage.upload_dir(real_pack["pack"], pack)
+    run = f"{s3_bucket}/runs/preempted"
+    staging = tmp_path / "staging"
+    cmd = deepspeed_cmd(overrides(pack, run, "checkpoint.every_steps=100",
+                                  f"checkpoint.staging={staging}"))
+    log1 = tmp_path / "first.log"
+    proc = start(cmd, log1)
+    wait_for_step(staging / "metrics.jsonl", 5, proc, log1)
+    os.killpg(proc.pid, signal.SIGTERM)
+    wait(proc, log1)
+    _wait_group_gone(proc.pid)
+    assert "checkpoint saved; relaunch to resume" in log1.read_text(), log1.read_text()[-4000:]
+    uri, m = ckpt.latest_complete(run)
+    stopped = m["step"]
+    assert 5 <= stopped < STEPS and uri.startswith("s3://")
+    assert not (staging / "checkpoints" / ckpt.tag(stopped)).exists()  # uploaded, then staging cleared
+
+    log2 = tmp_path / "second.log"
+    assert run_launcher(cmd, log2) == 0, log2.read_text()[-5000:]
+    assert f"resumed from {run}/checkpoints/{ckpt.tag(stopped)}" in log2.read_text()
+    local = tmp_path / "metrics.jsonl"
+    storage.download_file(f"{run}/metrics.jsonl", str(local))
+    resumed = read_losses(str(local))
+    for step in range(1, STEPS + 1):
+        assert resumed[step]["loss"] == pytest.approx(reference["losses"][step]["loss"], abs=1e-6), step
+    assert ckpt.latest_complete(run)[1]["step"] == STEPS
+    assert storage.list_files(f"{run}/tensorboard/")
+
+
+def test_two_nodes_on_localhost_without_ssh(reference, real_pack, tmp_path):
+    """Two launchers, one rank each (`--no_ssh --node_rank 0/1`), form one 2-rank job: same losses as one launcher."""
+    hostfile = tmp_path / "hostfile"
+    hostfile.write_text("node-a slots=1\nnode-b slots=1\n")
+    port = free_port()
+    run = tmp_path / "run"
+    procs = []
+    for node in (0, 1):
+        cmd = deepspeed_cmd(overrides(real_pack["pack"], str(run)), ranks=1, port=port,
+                            hostfile=str(hostfile), no_ssh=True, num_nodes=2, node_rank=node,
+                            master_addr="127.0.0.1")
+        log = tmp_path / f"node{node}.log"
+        procs.append((start(cmd, log), log))
+    for proc, log in procs:
+        assert wait(proc, log) == 0, log.read_text()[-5000:]
+    info = json.loads((run / "run_info.json").read_text())
+    assert info["world_size"] == 2
+    losses = read_losses(str(run / "metrics.jsonl"))
+    for step in range(1, STEPS + 1):
+        assert losses[step]["loss"] == pytest.approx(reference["losses"][step]["loss"], abs=1e-6), step
+
+
+def test_launch_refuses_inconsistent_batch(real_pack, tmp_path):
+    """train_batch != micro x grad_accum x world stops every rank before the model is built, with one clear line."""
+    log = tmp_path / "batch.log"
+    bad = overrides(real_pack["pack"], str(tmp_path / "run"), "data.train_batch=12",
+                    "data.micro_batch=4", "data.grad_accum=2")
+    assert run_launcher(deepspeed_cmd(bad), log) != 0
+    assert "train_batch must equal micro_batch x grad_accum x world: 12 != 4 x 2 x 2" in log.read_text()
+    assert "Traceback" not in log.read_text()
+    assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+def test_resume_skips_a_corrupt_newest_checkpoint(reference, tmp_path):
+    """Flip one byte of the newest checkpoint (same size): the relaunch warns, resumes from the older one, and
+    retrains the same steps to the same losses."""
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(reference["run"], run)
+    victim = run / "checkpoints" / ckpt.tag(STEPS) / "zero_pp_rank_1_mp_rank_00_optim_states.pt"
+    data = bytearray(victim.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    victim.write_bytes(bytes(data))
+    first_kept = STEPS - 8
+    log = tmp_path / "resume.log"
+    assert run_launcher(deepspeed_cmd(overrides(reference["pack"], str(run))), log) == 0, log.read_text()[-5000:]
+    text = log.read_text()
+    assert "failed its sha256 check" in text and "does not match its sha256" in text and f"resumed from {run}/checkpoints/{ckpt.tag(first_kept)}" in text
+    losses = read_losses(str(run / "metrics.jsonl"))
+    for step in range(first_kept + 1, STEPS + 1):
+        assert losses[step]["loss"] == pytest.approx(reference["losses"][step]["loss"], abs=1e-6), step
+    assert ckpt.latest_complete(str(run))[1]["step"] == STEPS

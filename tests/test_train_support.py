@@ -1,0 +1,215 @@
+"""Shared helpers for the pretraining tests: a small real-text pack and the DeepSpeed launcher.
+
+The pack is built here, not by pipelines.pack, so these tests do not depend on the
+data jobs: license texts from /usr/share/common-licenses (real English prose present
+on any Debian/Ubuntu machine) tokenised by a SentencePiece unigram model trained in the
+fixture (and exported as tokenizer.json), packed as `[CLS] A [SEP] B [SEP]` rows in the packformat layout.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import random
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from common.seaweedfs import free_port  # noqa: F401  (re-exported for the launcher tests)
+
+REPO = Path(__file__).resolve().parent.parent
+PROSE_DIR = Path("/usr/share/common-licenses")
+PROSE_FILES = ("GPL-3", "Apache-2.0", "LGPL-2.1", "GPL-2", "MPL-2.0", "GFDL-1.3")
+SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+VOCAB = 512
+SEQ_LEN = 64
+
+
+def prose() -> tuple[str, str]:
+    """(text, sha256) of the corpus; skips when the machine has none of the files."""
+    parts = [(PROSE_DIR / n).read_text(errors="replace") for n in PROSE_FILES if (PROSE_DIR / n).is_file()]
+    if not parts:
+        pytest.skip(f"no prose under {PROSE_DIR}")
+    text = "\n\n".join(parts)
+    return text, hashlib.sha256(text.encode()).hexdigest()
+
+
+def sentences(text: str) -> list[list[str]]:
+    """Documents (paragraphs) as lists of sentences."""
+    docs = []
+    for para in re.split(r"\n\s*\n", text):
+        para = " ".join(para.split())
+        sents = [s for s in re.split(r"(?<=[.;:!?])\s+", para) if len(s) > 3]
+        if sents:
+            docs.append(sents)
+    return docs
+
+
+def build_tokenizer(text: str, out: Path) -> dict:
+    """SentencePiece unigram (deterministic with one thread), exported as an HF fast tokenizer."""
+    import io
+
+    import sentencepiece as spm
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
+    from transformers import PreTrainedTokenizerFast
+
+    from common import manifest
+
+    buf = io.BytesIO()
+    spm.SentencePieceTrainer.train(
+        sentence_iterator=iter([s for d in sentences(text) for s in d]), model_writer=buf, vocab_size=VOCAB,
+        model_type="unigram", pad_id=0, unk_id=1, bos_id=-1, eos_id=-1, pad_piece="[PAD]", unk_piece="[UNK]",
+        user_defined_symbols=["[CLS]", "[SEP]", "[MASK]"], num_threads=1, minloglevel=2, byte_fallback=False)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "spm.model").write_bytes(buf.getvalue())
+    sp = spm.SentencePieceProcessor(model_proto=buf.getvalue())
+    vocab = [(sp.id_to_piece(i), sp.get_score(i)) for i in range(sp.get_piece_size())]
+    tok = Tokenizer(models.Unigram(vocab, unk_id=1))
+    tok.add_special_tokens(SPECIALS)
+    tok.normalizer = normalizers.NFKC()
+    tok.pre_tokenizer = pre_tokenizers.Metaspace()
+    tok.decoder = decoders.Metaspace()
+    tok.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1", special_tokens=[("[CLS]", 2), ("[SEP]", 3)])
+    assert [tok.token_to_id(s) for s in SPECIALS] == [0, 1, 2, 3, 4]
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="[PAD]", unk_token="[UNK]", cls_token="[CLS]",
+                                   sep_token="[SEP]", mask_token="[MASK]", model_max_length=SEQ_LEN)
+    fast.save_pretrained(str(out))
+    sha = hashlib.sha256((out / "spm.model").read_bytes()).hexdigest()
+    m = manifest.build("tokenizer", inputs=[], config={"vocab_size": VOCAB, "model": "unigram"},
+                       vocab_size=tok.get_vocab_size(), special_ids=dict(zip(("pad", "unk", "cls", "sep", "mask"),
+                                                                              range(5))), spm_sha256=sha)
+    manifest.write(str(out), m)
+    return m
+
+
+def build_pack(text: str, tok_dir: Path, tok_manifest: dict, out: Path, shards: int = 3, seed: int = 0) -> dict:
+    """Official-builder-like rows: sentences accumulated to the target, split near the middle into A/B."""
+    from tokenizers import Tokenizer
+
+    from common import manifest
+    from pipelines.packformat import FORMAT, SHARDS_DIR
+
+    tok = Tokenizer.from_file(str(tok_dir / "tokenizer.json"))
+    rng = random.Random(seed)
+    rows = []
+    for doc in sentences(text):
+        ids = [tok.encode(s, add_special_tokens=False).ids for s in doc]
+        cur: list[list[int]] = []
+        target = SEQ_LEN - 3
+        for sent in ids:
+            cur.append(sent[:target])
+            if sum(map(len, cur)) >= target:
+                rows.append(_row(cur, rng))
+                cur = []
+        if cur:
+            rows.append(_row(cur, rng))
+    arr = np.asarray(rows, dtype="<u2")
+    sizes = [len(arr) // 2, len(arr) // 3]  # uneven shards, so chunks straddle shard ends
+    sizes.append(len(arr) - sum(sizes))
+    (out / SHARDS_DIR).mkdir(parents=True, exist_ok=True)
+    entries, start = [], 0
+    for i, n in enumerate(sizes[:shards]):
+        name = f"{SHARDS_DIR}/part-{i:05d}-of-{shards:05d}.bin"
+        data = arr[start:start + n].tobytes()
+        (out / name).write_bytes(data)
+        entries.append({"path": name, "examples": int(n), "tokens": int((arr[start:start + n] != 0).sum()),
+                        "sha256": hashlib.sha256(data).hexdigest()})
+        start += n
+    m = manifest.build(
+        "pack", inputs=[manifest.input_ref(str(tok_dir), tok_manifest)], config={"seq_len": SEQ_LEN, "seed": seed},
+        shards=entries, format=FORMAT, dtype="uint16", seq_len=SEQ_LEN, vocab_size=tok_manifest["vocab_size"],
+        special_ids={"pad": 0, "unk": 1, "cls": 2, "sep": 3, "mask": 4}, seed=seed,
+        tokenizer={"uri": str(tok_dir), "manifest_hash": tok_manifest["manifest_hash"],
+                   "spm_sha256": tok_manifest["spm_sha256"]},
+        padding_fraction=float((arr == 0).mean()))
+    manifest.write(str(out), m)
+    return m
+
+
+def _row(sents: list[list[int]], rng: random.Random) -> list[int]:
+    flat = [t for s in sents for t in s][: SEQ_LEN - 3]
+    if len(sents) > 1 and rng.random() > 0.1:
+        cut, acc = 1, len(sents[0])
+        while cut < len(sents) - 1 and acc < len(flat) // 2:
+            acc += len(sents[cut])
+            cut += 1
+        a, b = flat[:acc], flat[acc:]
+        row = [2] + a + [3] + b + [3] if b else [2] + a + [3]
+    else:
+        row = [2] + flat + [3]
+    return row + [0] * (SEQ_LEN - len(row))
+
+
+@pytest.fixture(scope="session")
+def real_pack(tmp_path_factory) -> dict:
+    """{"pack": dir, "tokenizer": dir, "manifest": pack manifest, "corpus_sha256": ...}; built once per session."""
+    base = tmp_path_factory.getbasetemp() / "real_pack"
+    done = base / "info.json"
+    if not done.exists():
+        text, sha = prose()
+        tm = build_tokenizer(text, base / "tokenizer")
+        pm = build_pack(text, base / "tokenizer", tm, base / "pack")
+        done.write_text(json.dumps({"pack": str(base / "pack"), "tokenizer": str(base / "tokenizer"),
+                                    "corpus_sha256": sha, "vocab_size": pm["vocab_size"],
+                                    "manifest_hash": pm["manifest_hash"]}))
+    return json.loads(done.read_text())
+
+
+# ----------------------------------------------------------------------------- launcher
+
+
+def launcher_env(extra: dict | None = None) -> dict:
+    env = dict(os.environ)
+    env.update({"DS_ACCELERATOR": "cpu", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
+                "PYTHONPATH": str(REPO), "TOKENIZERS_PARALLELISM": "false"})
+    env.update(extra or {})
+    return env
+
+
+def deepspeed_cmd(overrides: list[str], *, ranks: int = 2, ds_config: str = "ds_configs/cpu.json",
+                  port: int | None = None, **launch_kw) -> list[str]:
+    from pretraining.launch import launcher_command
+
+    return launcher_command(overrides, size="tiny", ds_config=str(REPO / ds_config), num_gpus=ranks,
+                            master_port=port or free_port(),
+                            deepspeed_bin=str(Path(sys.executable).parent / "deepspeed"), **launch_kw)
+
+
+def start(cmd: list[str], log: Path, env: dict | None = None) -> subprocess.Popen:
+    f = open(log, "wb")
+    return subprocess.Popen(cmd, cwd=REPO, env=launcher_env(env), stdout=f, stderr=subprocess.STDOUT,
+                            start_new_session=True)
+
+
+def wait(proc: subprocess.Popen, log: Path, timeout: float = 600) -> int:
+    try:
+        return proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        raise AssertionError(f"launcher timed out; log tail:\n{log.read_text()[-4000:]}") from None
+
+
+def run_launcher(cmd: list[str], log: Path, env: dict | None = None, timeout: float = 600) -> int:
+    return wait(start(cmd, log, env), log, timeout)
+
+
+def wait_for_step(metrics: Path, step: int, proc: subprocess.Popen, log: Path, timeout: float = 600) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if metrics.exists():
+            done = [json.loads(x)["step"] for x in metrics.read_text().splitlines() if x.strip()]
+            if done and max(done) >= step:
+                return
+        if proc.poll() is not None:
+            raise AssertionError(f"launcher exited {proc.returncode} before step {step}:\n{log.read_text()[-4000:]}")
+        time.sleep(0.2)
+    raise AssertionError(f"step {step} not reached in {timeout}s")
