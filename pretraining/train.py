@@ -33,9 +33,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--deepspeed", required=True, metavar="PATH",
                     help="ds_config JSON (ds_configs/zero3.json, zero3_offload.json, zero2.json, cpu.json)")
-    ap.add_argument("--config", nargs="+", required=True, metavar="ITEM",
-                    help="a named size (tiny, small, base, large) then key.sub=value overrides, "
-                         "e.g. `--config tiny data.pack=PACK run=RUN max_steps=100`")
+    ap.add_argument("--config", nargs="+", default=["large"], metavar="ITEM",
+                    help="a named size (tiny, small, base, large; default large) then key.sub=value "
+                         "overrides, e.g. `--config tiny data.pack=PACK run=RUN max_steps=100`")
     ap.add_argument("--local_rank", type=int, default=-1, help="set by the DeepSpeed launcher; unused (LOCAL_RANK env)")
     return ap.parse_args(argv)
 
