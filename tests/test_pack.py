@@ -12,14 +12,14 @@ from common import manifest, storage
 from pipelines import packformat
 from pipelines.packing import prose
 from pipelines.packing.config import PackConfig
-from pipelines.packing.examples import pack
+from pipelines.packing.examples import KnownSentences, pack, split_point
 from pipelines.packing.run import EmptyInputError
 from pipelines.packing.run import run as run_pack
 from pipelines.packing.transforms import shard_of
 from pipelines.tokenizer import TokenizerError, load_spm
 from pipelines.tokenizer.config import TokenizerConfig
 from pipelines.tokenizer.sentences import split_sentences
-from pipelines.packing.transforms import sentence_ends, surface_bytes
+from pipelines.packing.segment import WindowSegmenter, stream_text, surface_bytes
 from pipelines.tokenizer.special import SPECIAL_IDS
 from pipelines.tokenizer.train import run as train
 
@@ -172,6 +172,16 @@ def test_tokenizer_with_wrong_hash_is_rejected(corpus, tmp_path):
     assert not manifest.exists(out)
 
 
+class AllStarts:
+    """A SentenceIndex that answers every query with all sentence starts, wherever they are."""
+
+    def __init__(self, starts):
+        self.all = np.asarray(starts)
+
+    def starts(self, lo, hi):
+        return self.all
+
+
 def test_pack_function_invariants_on_random_streams():
     """The packer alone, many shapes: all tokens in order, rows full except at the very end."""
     for trial in range(30):
@@ -183,13 +193,55 @@ def test_pack_function_invariants_on_random_streams():
                                        sentence_ends[-1]))
         cfg = PackConfig(input="x", tokenizer="x", output="x", max_seq_length=r.choice([8, 32, 128]),
                          cross_document=bool(trial % 2))
-        rows, st = pack(tokens, sentence_ends, doc_ends, cfg, random.Random(trial), SPECIAL_IDS, np.dtype("<u2"))
+        rows, st = pack(tokens, doc_ends, KnownSentences(sentence_ends), cfg, random.Random(trial), SPECIAL_IDS,
+                        np.dtype("<u2"))
         assert rows[~np.isin(rows, list(SPECIAL))].tolist() == tokens.tolist()
         assert st.tokens == len(tokens) and st.padding == int((rows == 0).sum())
         check_structure(rows, cfg.max_seq_length)
+        # The windowed search finds the split points knowing every sentence start would give.
+        rows_all, st_all = pack(tokens, doc_ends, AllStarts(sentence_ends), cfg, random.Random(trial), SPECIAL_IDS,
+                                np.dtype("<u2"))
+        assert np.array_equal(rows, rows_all) and st == st_all
 
 
-def test_sentence_ends_map_to_token_boundaries(corpus):
+def _official_split(cuts: list[int], first_target: int, coin: bool) -> int:
+    """The A/B rule over all of an example's sentence cuts [start, *inner starts, end], as packed
+    before windowed segmentation: the reference that split_point must agree with."""
+    start, a_end = cuts[0], cuts[0]
+    for c0, c1 in zip(cuts[:-1], cuts[1:]):
+        a_len, n = a_end - start, c1 - c0
+        if a_len == 0 or a_len + n < first_target or (a_len < first_target and coin):
+            a_end = c1
+        else:
+            break
+    if a_end == cuts[-1]:
+        a_end = cuts[-2] if len(cuts) > 2 else start + max(1, min(first_target, cuts[-1] - start - 1))
+    return a_end
+
+
+def test_split_point_needs_only_the_starts_around_the_middle():
+    r = random.Random(0)
+    for _ in range(5000):
+        start = r.randint(0, 50)
+        end = start + r.randint(2, 120)
+        inner = sorted(r.sample(range(start + 1, end), r.randint(0, min(8, end - start - 1))))
+        middle = start + r.randint(1, 80)
+        coin = r.random() < 0.5
+        bp = max((b for b in inner if b < middle), default=-1)
+        bn = min((b for b in inner if b >= middle), default=-1)
+        assert split_point(start, end, middle, True, coin, bp, bn) == \
+            _official_split([start, *inner, end], middle - start, coin)
+
+
+def _stream(corpus, texts):
+    sp = load_spm(corpus["tok"]).processor()
+    enc = [sp.encode(t) for t in texts]
+    tokens = np.array([t for e in enc for t in e], dtype=np.int64)
+    text, starts = stream_text([t.encode() for t in texts], [len(e) for e in enc], tokens, surface_bytes(sp))
+    return sp, enc, tokens, WindowSegmenter(text, starts)
+
+
+def test_sentence_starts_map_to_token_boundaries(corpus):
     """Bling Fire's byte offsets land on the token where each sentence starts."""
     sp = load_spm(corpus["tok"]).processor()
     surface = surface_bytes(sp)
@@ -198,11 +250,13 @@ def test_sentence_ends_map_to_token_boundaries(corpus):
     assert int(surface[ids].sum()) == len((" " + text).encode())  # pieces cover " " + text exactly
     odd = "A literal \u2581 sign. Second."  # 3 bytes in text, 1 in the pieces: no inner boundaries
     texts = ["First doc, no full stop", "", odd, text, "Last one. Two sentences."]  # "" = a blank document
-    enc = [sp.encode(t) for t in texts]
-    ends = sentence_ends(texts, np.array([t for e in enc for t in e]), [len(e) for e in enc], surface)
-    assert [e.tolist() for e in (ends[0], ends[1], ends[2], ends[4])] == [
-        [len(enc[0])], [], [len(enc[2])], [len(sp.encode("Last one.")), len(enc[4])]]
-    ends = ends[3].tolist()
+    _, enc, tokens, seg = _stream(corpus, texts)
+    offsets = np.cumsum([0, *map(len, enc)])
+    found = seg.starts(np.array([0]), np.array([len(tokens)])).tolist()
+    per_doc = [[b - offsets[i] for b in found if offsets[i] < b < offsets[i + 1]] for i in range(len(texts))]
+    assert found[0] == 0 and [per_doc[i] for i in (0, 1, 2, 4)] == [[], [], [], [len(sp.encode("Last one."))]]
+    assert {0, len(enc[0]), offsets[2], offsets[3], offsets[4]} <= set(found), "every document starts a sentence"
+    ends = per_doc[3] + [len(enc[3])]
     pieces = [sp.decode(ids[a:b].tolist()).strip() for a, b in zip([0] + ends[:-1], ends)]
     pieces = [p for p in pieces if p]  # a boundary may sit on a blank line
     assert pieces == split_sentences(text) == ["Dr. Smith paid $3.50 for it.", "Then he left!", "A heading",
@@ -210,3 +264,37 @@ def test_sentence_ends_map_to_token_boundaries(corpus):
     for doc in corpus["documents"][:50]:
         ids = np.array(sp.encode(doc["text"]))
         assert int(surface[ids].sum()) == len((" " + doc["text"]).encode())
+
+
+def test_windows_find_the_whole_texts_sentence_starts(corpus):
+    """Segmenting small windows (with their context) gives the boundaries segmenting everything gives."""
+    _, _, tokens, seg = _stream(corpus, [d["text"] for d in corpus["documents"]])
+    whole = seg.starts(np.array([0]), np.array([len(tokens)]))
+    lo = np.arange(100, len(tokens) - 100, 150)
+    hi = lo + np.random.default_rng(0).integers(1, 50, len(lo))
+    windowed = seg.starts(lo, hi)
+    k = np.searchsorted(lo, whole, "right") - 1  # the window each whole-text start would fall in
+    inside = whole[(k >= 0) & (whole < hi[np.maximum(k, 0)])]
+    assert len(inside) > 1000
+    assert len(np.setxor1d(inside, windowed)) <= len(inside) // 1000
+
+
+def test_pair_examples_split_at_a_sentence_boundary(corpus, pack512):
+    """A/B is cut where the whole text has a sentence start, whenever the example holds one."""
+    out, m = pack512
+    sp = load_spm(corpus["tok"]).processor()
+    for shard, rows in enumerate(all_rows(out)):
+        docs = sorted((d for d in corpus["documents"] if shard_of(d["id"], 3) == shard), key=lambda d: d["id"])
+        _, _, tokens, seg = _stream(corpus, [d["text"] for d in docs])
+        starts = set(seg.starts(np.array([0]), np.array([len(tokens)])).tolist())
+        pos = at_boundary = with_boundary = 0
+        for row in rows:
+            seps = np.flatnonzero(row == SPECIAL_IDS["sep"])
+            n_a = seps[0] - 1
+            n = n_a + (seps[1] - seps[0] - 1 if len(seps) == 2 else 0)
+            if len(seps) == 2 and any(b in starts for b in range(pos + 1, pos + n)):
+                with_boundary += 1
+                at_boundary += (pos + n_a) in starts
+            pos += n
+        assert pos == len(tokens) and with_boundary > 0.8 * len(rows)
+        assert at_boundary >= 0.995 * with_boundary
