@@ -92,3 +92,21 @@ def iter_documents(output: str, columns: list[str] | None = None,
     """Every kept document of a finished `pipelines.clean` output, in a deterministic order."""
     for uri in shard_uris(output, settings):
         yield from iter_shard(uri, columns, settings)
+
+
+def read_texts(uri: str, settings: storage.StorageSettings | None = None) -> list[bytes]:
+    """The `text` column of one shard as UTF-8 bytes, in row order.
+
+    Arrow's string column already is UTF-8, so the values are sliced straight out of its data
+    buffer: no decode to `str` and re-encode for readers (SentencePiece, Bling Fire) that take bytes.
+    """
+    data = storage.read_bytes(uri, settings)
+    col = pq.read_table(io.BytesIO(data), columns=["text"]).column("text").combine_chunks()
+    if col.null_count:
+        col = col.fill_null("")
+    offsets_buf, data_buf = col.buffers()[1:3]
+    width = 8 if pa.types.is_large_string(col.type) else 4
+    offsets = memoryview(offsets_buf).cast("q" if width == 8 else "i")[col.offset:col.offset + len(col) + 1]
+    raw = data_buf.to_pybytes() if data_buf is not None else b""
+    bounds = offsets.tolist()
+    return [raw[a:b] for a, b in zip(bounds[:-1], bounds[1:])]

@@ -9,13 +9,13 @@ import numpy as np
 import pytest
 
 from common import manifest, storage
-from pipelines import packformat
+from pipelines import documents, packformat
 from pipelines.packing import prose
 from pipelines.packing.config import PackConfig
 from pipelines.packing.examples import KnownSentences, pack, split_point
 from pipelines.packing.run import EmptyInputError
 from pipelines.packing.run import run as run_pack
-from pipelines.packing.transforms import shard_of
+from pipelines.packing.transforms import is_blank, shard_sources
 from pipelines.tokenizer import TokenizerError, load_spm
 from pipelines.tokenizer.config import TokenizerConfig
 from pipelines.tokenizer.sentences import split_sentences
@@ -48,13 +48,19 @@ def all_rows(output: str) -> list[np.ndarray]:
     return [r.read(i, 0, s.examples) for i, s in enumerate(r.shards)]
 
 
-def expected_stream(documents: list[dict], sp, num_shards: int) -> list[list[int]]:
-    """Per output shard: the tokens of its documents, sorted by id, sentence by sentence."""
+def shard_documents(docs_uri: str, shard: int, num_shards: int) -> list[dict]:
+    """The documents of one output shard, in pack order: its input shards' rows, in file order."""
+    uris = documents.shard_uris(docs_uri)
     out = []
-    for shard in range(num_shards):
-        docs = sorted((d for d in documents if shard_of(d["id"], num_shards) == shard), key=lambda d: d["id"])
-        out.append([t for d in docs for t in sp.encode(d["text"])])
+    for j, part, parts in shard_sources(shard, num_shards, len(uris)):
+        out += list(documents.iter_shard(uris[j], ["id", "text"]))[part::parts]
     return out
+
+
+def expected_stream(docs_uri: str, sp, num_shards: int) -> list[list[int]]:
+    """Per output shard: the tokens of its documents, in pack order."""
+    return [[t for d in shard_documents(docs_uri, shard, num_shards) for t in sp.encode(d["text"])]
+            for shard in range(num_shards)]
 
 
 def check_structure(rows: np.ndarray, seq_len: int) -> None:
@@ -72,7 +78,7 @@ def check_structure(rows: np.ndarray, seq_len: int) -> None:
 def test_every_token_once_in_order_and_text_round_trips(corpus, pack512):
     out, m = pack512
     sp = load_spm(corpus["tok"]).processor()
-    expected = expected_stream(corpus["documents"], sp, len(m["shards"]))
+    expected = expected_stream(corpus["docs"], sp, len(m["shards"]))
     for shard_rows, want in zip(all_rows(out), expected):
         check_structure(shard_rows, 512)
         got = shard_rows[~np.isin(shard_rows, list(SPECIAL))].tolist()  # row-major = example order
@@ -82,7 +88,7 @@ def test_every_token_once_in_order_and_text_round_trips(corpus, pack512):
     assert c["docs"] == len(corpus["documents"]) and c["docs_empty"] == 0
     # Text round trip: exact, since the tokenizer is lossless (identity normalisation, byte fallback).
     for shard, rows in enumerate(all_rows(out)):
-        docs = sorted((d for d in corpus["documents"] if shard_of(d["id"], 3) == shard), key=lambda d: d["id"])
+        docs = shard_documents(corpus["docs"], shard, 3)
         assert sp.decode(rows[~np.isin(rows, list(SPECIAL))].tolist()) == " ".join(d["text"] for d in docs)
 
 
@@ -133,7 +139,7 @@ def test_long_document_and_long_sentence_are_split_not_dropped(corpus, tmp_path)
     words = " ".join(d["text"] for d in corpus["documents"][:5]).split()
     long_doc = {"id": "long", "text": " ".join(words[:6000])}  # one "sentence" (no breaks) of ~8k tokens
     short = {"id": "short", "text": "A short document. It has two sentences."}
-    blank = {"id": "blank", "text": " \n "}  # sorts between them: must not shift sentence offsets
+    blank = {"id": "blank", "text": " \n "}  # sits between them: must not shift sentence offsets
     prose.write_documents(str(tmp_path / "docs"), [long_doc, blank, short], num_shards=1)
     out = str(tmp_path / "pack")
     m = run_pack(PackConfig(input=str(tmp_path / "docs"), tokenizer=corpus["tok"], output=out, max_seq_length=128,
@@ -148,6 +154,44 @@ def test_long_document_and_long_sentence_are_split_not_dropped(corpus, tmp_path)
     assert m["counters"]["examples_cross_document"] == 0  # official-style flush at document end
     assert m["counters"]["docs_empty"] == 1
     assert rows.shape[0] > len(want) // 128
+
+
+@pytest.mark.parametrize("num_shards,num_inputs", [(1, 1), (1, 4), (3, 4), (4, 4), (5, 2), (7, 3)])
+def test_shard_sources_take_every_row_once(num_shards, num_inputs):
+    rows = {j: list(range(10 + j)) for j in range(num_inputs)}
+    taken = [(j, r) for k in range(num_shards) for j, part, parts in shard_sources(k, num_shards, num_inputs)
+             for r in rows[j][part::parts]]
+    assert sorted(taken) == [(j, r) for j in range(num_inputs) for r in rows[j]]
+    assert all(shard_sources(k, num_shards, num_inputs) for k in range(num_shards)), "no output shard is idle"
+
+
+def test_more_output_shards_than_inputs_keep_every_token_and_determinism(corpus, tmp_path):
+    def shards(name, beam_args):
+        out = str(tmp_path / name)
+        m = run_pack(PackConfig(input=corpus["docs"], tokenizer=corpus["tok"], output=out, max_seq_length=128,
+                                num_shards=5), beam_args)
+        return out, m, [storage.read_bytes(storage.join(out, s["path"])) for s in m["shards"]]
+
+    out, m, a = shards("a", BEAM)
+    _, _, b = shards("b", ["--direct_running_mode=in_memory", "--direct_num_workers=1"])
+    assert a == b and len(a) == 5
+    sp = load_spm(corpus["tok"]).processor()
+    for shard_rows, want in zip(all_rows(out), expected_stream(corpus["docs"], sp, 5)):
+        assert want and shard_rows[~np.isin(shard_rows, list(SPECIAL))].tolist() == want
+    assert m["counters"]["docs"] == len(corpus["documents"])
+
+
+def test_read_texts_is_the_text_column_as_utf8(tmp_path):
+    texts = ["plain", "", "é and 日本語", "\u3000", " \n "]
+    prose.write_documents(str(tmp_path / "docs"), [{"id": str(i), "text": t} for i, t in enumerate(texts)],
+                          num_shards=2)
+    for uri in documents.shard_uris(str(tmp_path / "docs")):
+        assert documents.read_texts(uri) == [r["text"].encode() for r in documents.iter_shard(uri, ["text"])]
+
+
+def test_is_blank_matches_str_isspace():
+    for text in ["", " ", " \n\t\r\x0b\x0c", "a", " a", "\x1c\x1f", "\u3000", "\u3000x", "é", "\xa0 ", "\x85", " \x7f"]:
+        assert is_blank(text.encode()) == text.isspace(), repr(text)
 
 
 @pytest.mark.parametrize("texts", [[], ["", "   \n  "]], ids=["no-documents", "blank-documents"])
@@ -284,7 +328,7 @@ def test_pair_examples_split_at_a_sentence_boundary(corpus, pack512):
     out, m = pack512
     sp = load_spm(corpus["tok"]).processor()
     for shard, rows in enumerate(all_rows(out)):
-        docs = sorted((d for d in corpus["documents"] if shard_of(d["id"], 3) == shard), key=lambda d: d["id"])
+        docs = shard_documents(corpus["docs"], shard, 3)
         _, _, tokens, seg = _stream(corpus, [d["text"] for d in docs])
         starts = set(seg.starts(np.array([0]), np.array([len(tokens)])).tolist())
         pos = at_boundary = with_boundary = 0

@@ -42,9 +42,8 @@ def run(cfg: PackConfig, beam_args: list[str] | None = None) -> dict:
     storage.delete_prefix(storage.join(cfg.output, WORK_DIR) + "/", settings)
 
     with beam.Pipeline(options=options) as p:
-        _ = (p | "DocumentShards" >> beam.Create(list(enumerate(uris)))
-             | "Pack" >> PackDocuments(cfg, num_shards, len(uris), tok.model_bytes, dict(SPECIAL_IDS), dtype,
-                                       settings))
+        _ = (p | "OutputShards" >> beam.Create(list(range(num_shards)))
+             | "Pack" >> PackDocuments(cfg, num_shards, uris, tok.model_bytes, dict(SPECIAL_IDS), dtype, settings))
 
     infos = [json.loads(storage.read_text(sidecar_uri(cfg.output, i), settings)) for i in range(num_shards)]
     counters: dict[str, int] = {}

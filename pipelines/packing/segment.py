@@ -22,12 +22,10 @@ CONTEXT = 8
 
 def surface_bytes(sp) -> np.ndarray:
     """UTF-8 bytes of original text each piece covers ("▁" is one space; a byte piece is one byte)."""
-    out = np.zeros(sp.get_piece_size(), dtype=np.int64)
-    for i in range(sp.get_piece_size()):
-        if sp.is_byte(i):
-            out[i] = 1
-        elif not (sp.is_control(i) or sp.is_unknown(i)):
-            out[i] = len(sp.id_to_piece(i).replace("\u2581", " ").encode("utf-8"))
+    ids = list(range(sp.get_piece_size()))  # SentencePiece answers a list of ids in one call
+    out = np.array([len(p.replace("\u2581", " ").encode("utf-8")) for p in sp.id_to_piece(ids)], dtype=np.int64)
+    out[np.array(sp.is_byte(ids), dtype=bool)] = 1
+    out[np.array(sp.is_control(ids), dtype=bool) | np.array(sp.is_unknown(ids), dtype=bool)] = 0
     return out
 
 

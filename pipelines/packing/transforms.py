@@ -1,23 +1,22 @@
-"""Beam stages of the pack job: read documents, group them by output shard, encode and pack each shard.
+"""The Beam stage of the pack job: each output shard reads its own documents, encodes and packs them.
 
-    (i, shard URI) -> ReadDocuments (per output shard: [(id, UTF-8 text)]; + empty markers)
-      -> GroupByKey on hash(doc id) % num_shards
-      -> PackShard (sort by id; SentencePiece batch encode, model loaded in setup; pack with
-                    Bling Fire run only on windows around each example's middle and end;
-                    write shards/part-i-of-n.bin and a sidecar with its counts)
+    output shard k -> PackShard (read the text column of its input shards, `shard_sources`;
+                      SentencePiece batch encode, model loaded in setup; pack with Bling Fire
+                      run only on windows around each example's middle and end; write
+                      shards/part-k-of-n.bin and a sidecar with its counts)
 
-Grouping by a hash of the id and sorting inside the group makes every output byte a
-function of (documents, tokenizer, config), whatever the runner's bundling or ordering.
-Three steps and one shuffle, of UTF-8 text only (the packer needs the text for segmentation
-anyway, so encoding before the shuffle would send token ids and text). The encode
-parallelism is the number of output shards, which `--num-shards` sets.
+An output shard's documents are a fixed function of the input layout (whole input shards, or
+rows dealt round-robin when there are more outputs than inputs), taken in file order, so
+every output byte is a function of (input shards, tokenizer, config) whatever the runner's
+bundling, ordering or worker count. No text crosses a shuffle: `Create` only spreads the shard
+indices over the workers. The encode parallelism is the number of output shards, which
+`--num-shards` sets.
 """
 
 from __future__ import annotations
 
-import hashlib
-import itertools
 import json
+import re
 
 import apache_beam as beam
 import numpy as np
@@ -33,62 +32,54 @@ NS = "pack"
 WORK_DIR = "_work"  # per-shard sidecars, removed before the manifest is written
 
 
-def shard_of(doc_id: str, num_shards: int) -> int:
-    """Output shard of a document: stable across runs, machines and Python hash seeds."""
-    return int.from_bytes(hashlib.blake2b(doc_id.encode(), digest_size=8).digest(), "big") % num_shards
+def shard_sources(shard: int, num_shards: int, num_inputs: int) -> list[tuple[int, int, int]]:
+    """The documents of output shard `shard`: [(input shard j, part, parts)], meaning the rows r
+    of input j with r % parts == part, taken in input order then row order.
+
+    With no more outputs than inputs, output k takes whole input shards j ≡ k (mod outputs);
+    with more, input j is dealt row by row over the outputs k ≡ j (mod inputs). Every row lands
+    in exactly one output, and each output reads its own inputs: no text crosses a shuffle.
+    """
+    if num_shards <= num_inputs:
+        return [(j, 0, 1) for j in range(shard, num_inputs, num_shards)]
+    j = shard % num_inputs
+    return [(j, shard // num_inputs, len(range(j, num_shards, num_inputs)))]
 
 
 def sidecar_uri(output: str, shard: int) -> str:
     return storage.join(output, WORK_DIR, f"part-{shard:05d}.json")
 
 
-class ReadDocuments(beam.DoFn):
-    """(i, documents shard URI) -> (output shard, (doc ids, text lengths, UTF-8 texts joined)) per output shard.
+# Bytes a blank text can start with: ASCII whitespace by `str.isspace`, and any non-ASCII lead.
+_BLANK_LEAD = re.compile(rb"[\t-\r\x1c-\x20\x80-\xff]")
 
-    Input shard i also emits the empty marker of every output shard j with j % num_inputs == i,
-    so a shard no document hashed to is still written. Text goes through the shuffle as UTF-8
-    bytes (what both SentencePiece and the segmenter read), joined: the shuffle's coders copy
-    one large bytes object per element instead of handling one element per document.
-    """
 
-    def __init__(self, num_shards: int, num_inputs: int, settings: storage.StorageSettings):
-        self.num_shards, self.num_inputs, self.settings = num_shards, num_inputs, settings
-        self.docs = Metrics.counter(NS, "docs_read")
-
-    def process(self, element: tuple[int, str]):
-        index, uri = element
-        for j in range(index, self.num_shards, self.num_inputs):
-            yield j, None
-        by_shard: dict[int, tuple[list, list]] = {}
-        for row in documents.iter_shard(uri, columns=["id", "text"], settings=self.settings):
-            text = row["text"] or ""
-            ids, texts = by_shard.setdefault(shard_of(row["id"], self.num_shards), ([], []))
-            ids.append(row["id"])
-            # A blank document has no text to learn from; it is counted (docs_empty), not packed.
-            texts.append(b"" if text.isspace() else text.encode("utf-8"))
-        self.docs.inc(sum(len(ids) for ids, _ in by_shard.values()))
-        for shard, (ids, texts) in by_shard.items():
-            yield shard, (ids, np.array([len(t) for t in texts], np.int64).tobytes(), b"".join(texts))
+def is_blank(text: bytes) -> bool:
+    """`text.decode().isspace()` (a blank document has nothing to learn from), decoding only
+    the rare text that starts with whitespace or a non-ASCII character."""
+    return bool(text) and _BLANK_LEAD.match(text) is not None and text.decode("utf-8").isspace()
 
 
 class PackShard(beam.DoFn):
-    """(shard, [(doc ids, text lengths, texts joined)]) -> the shard file and a sidecar of its counts.
+    """Output shard index -> the shard file and a sidecar of its counts.
 
-    Encodes the shard's documents (sorted by id) with SentencePiece, `encode_batch_docs` per call,
+    Reads the shard's documents (`shard_sources`: its own input shards, text column only, as
+    UTF-8 bytes) and encodes them with SentencePiece, `encode_batch_docs` per call,
     each whole, exactly as `SentencePieceProcessor.encode(text)` and the HF export would, so the
     pack holds the document's own tokens (line breaks as byte pieces); then packs them, running
     the segmenter only on the windows of text where an example's A/B split may fall. Yields
     the sidecar dict.
     """
 
-    def __init__(self, cfg: PackConfig, num_shards: int, model_bytes: bytes, special_ids: dict, dtype: str,
-                 settings: storage.StorageSettings):
-        self.cfg, self.num_shards, self.special_ids = cfg, num_shards, special_ids
+    def __init__(self, cfg: PackConfig, num_shards: int, uris: list[str], model_bytes: bytes, special_ids: dict,
+                 dtype: str, settings: storage.StorageSettings):
+        self.cfg, self.num_shards, self.uris, self.special_ids = cfg, num_shards, uris, special_ids
         self.model_bytes, self.dtype, self.settings = model_bytes, np.dtype(dtype), settings
         self.counters = {n: Metrics.counter(NS, n) for n in (
             "docs", "docs_empty", "tokens_encoded", "examples", "examples_single_segment", "examples_short",
             "tokens_packed", "padding_tokens", "sentences_split", "examples_cross_document", "tokens_truncated",
             "bytes_segmented")}
+        self.docs_read = Metrics.counter(NS, "docs_read")
 
     def setup(self):
         import sentencepiece as spm
@@ -98,26 +89,27 @@ class PackShard(beam.DoFn):
 
     def encode(self, texts: list[bytes]) -> tuple[np.ndarray, list[int]]:
         """Concatenated token ids and per-document lengths; one C++ call (one thread: Beam runs a
-        worker per core) per batch, which bounds the Python lists it returns."""
+        worker per core) per batch. `encode_as_numpy` gives the ids `encode` would, as int32 arrays:
+        no Python int per token (building those costs a fifth of the encode itself)."""
         parts, lengths, step = [], [], self.cfg.encode_batch_docs
         for i in range(0, len(texts), step):
-            encoded = self.sp.encode(texts[i:i + step], num_threads=1)
-            n = [len(e) for e in encoded]
-            parts.append(np.fromiter(itertools.chain.from_iterable(encoded), dtype=self.dtype, count=sum(n)))
-            lengths += n
+            encoded = self.sp.encode_as_numpy(texts[i:i + step], num_threads=1)
+            lengths += [len(e) for e in encoded]
+            # Ids < vocab_size, which dtype holds (dtype_for_vocab): the narrowing cast is exact.
+            parts.append(np.concatenate(encoded, dtype=self.dtype, casting="unsafe") if encoded
+                         else np.zeros(0, self.dtype))
         return (np.concatenate(parts) if parts else np.zeros(0, self.dtype)), lengths
 
-    def process(self, element):
-        shard, groups = element
-        # By id; ties (duplicate ids) by content. None is the marker that makes an empty shard exist.
-        docs = []
-        for group in groups:
-            if group is not None:
-                ids, sizes, data = group
-                ends = np.cumsum(np.frombuffer(sizes, np.int64)).tolist()
-                docs += zip(ids, (data[a:b] for a, b in zip([0, *ends[:-1]], ends)))
-        texts = [text for _, text in sorted(docs)]
-        del docs
+    def read(self, shard: int) -> list[bytes]:
+        texts = []
+        for j, part, parts in shard_sources(shard, self.num_shards, len(self.uris)):
+            texts += documents.read_texts(self.uris[j], self.settings)[part::parts]
+        self.docs_read.inc(len(texts))
+        # A blank document has no text to learn from; it is counted (docs_empty), not packed.
+        return [b"" if is_blank(t) else t for t in texts]
+
+    def process(self, shard: int):
+        texts = self.read(shard)
         tokens, lengths = self.encode(texts)
         empty = lengths.count(0)
         doc_ends = np.cumsum([n for n in lengths if n], dtype=np.int64)
@@ -145,22 +137,16 @@ class PackShard(beam.DoFn):
 
 
 class PackDocuments(beam.PTransform):
-    """(i, documents shard URI) for i < num_inputs -> packed shards under cfg.output (yields per-shard info)."""
+    """Output shard indices 0..num_shards-1 -> packed shards under cfg.output (yields per-shard info)."""
 
-    def __init__(self, cfg: PackConfig, num_shards: int, num_inputs: int, model_bytes: bytes, special_ids: dict,
+    def __init__(self, cfg: PackConfig, num_shards: int, uris: list[str], model_bytes: bytes, special_ids: dict,
                  dtype: str, settings: storage.StorageSettings):
         super().__init__()
-        self.cfg, self.num_shards, self.num_inputs, self.model_bytes = cfg, num_shards, num_inputs, model_bytes
+        self.cfg, self.num_shards, self.uris, self.model_bytes = cfg, num_shards, uris, model_bytes
         self.special_ids, self.dtype, self.settings = special_ids, dtype, settings
 
-    def expand(self, uris):
-        # Create already spreads the input shards over the workers (its own reshuffle); the
-        # encode parallelism is the number of output shards (--num-shards).
-        n = self.num_shards
-        return (
-            uris
-            | "ReadDocuments" >> beam.ParDo(ReadDocuments(n, self.num_inputs, self.settings))
-            | "GroupByShard" >> beam.GroupByKey()
-            | "PackShards" >> beam.ParDo(PackShard(self.cfg, n, self.model_bytes, self.special_ids, self.dtype,
-                                                   self.settings))
-        )
+    def expand(self, shards):
+        # Each output shard reads its own inputs, so there is no shuffle; Create spreads the
+        # shard indices over the workers, and the encode parallelism is --num-shards.
+        return shards | "PackShards" >> beam.ParDo(PackShard(self.cfg, self.num_shards, self.uris, self.model_bytes,
+                                                              self.special_ids, self.dtype, self.settings))
