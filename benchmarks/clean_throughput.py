@@ -23,8 +23,6 @@ import argparse
 import dataclasses
 import json
 import os
-import platform
-import resource
 import sys
 import tempfile
 import time
@@ -32,6 +30,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from common import machine  # noqa: E402
 from pipelines import documents, local_corpus  # noqa: E402
 from pipelines.cleaning import extract, readers, stages  # noqa: E402
 from pipelines.cleaning.config import CleanConfig  # noqa: E402
@@ -40,25 +39,6 @@ from pipelines.cleaning.normalize import dedup_key  # noqa: E402
 from pipelines.cleaning.transforms import uid  # noqa: E402
 
 MB = 1 << 20
-
-
-def cpu_seconds() -> float:
-    """User + system CPU of this process and every child it has waited for."""
-    s, c = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
-    return s.ru_utime + s.ru_stime + c.ru_utime + c.ru_stime
-
-
-def machine() -> dict:
-    model = platform.processor() or "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {"cpu": model, "cores": os.cpu_count(), "loadavg": [round(x, 2) for x in os.getloadavg()],
-            "python": platform.python_version()}
 
 
 def plain_loop(files: list[str], cfg: CleanConfig) -> dict:
@@ -123,32 +103,32 @@ def main(argv: list[str] | None = None) -> int:
     in_mb = info["bytes"] / MB
     file_mb = sum(os.path.getsize(f) for f in files) / MB
     cfg = CleanConfig(inputs=(os.path.join(corpus, "*.warc.gz"),), output=os.path.join(tmp.name, "out"))
-    m0 = machine()
-    print(f"machine: {m0['cpu']}, {m0['cores']} cores, load average {m0['loadavg']}")
+    m0 = machine.describe()
+    print(f"machine: {m0['cpu']}, {m0['cores']} cores, load average {m0['load_avg']}")
     print(f"corpus: {len(files)} WARC.gz files, {info['pages']} pages, {in_mb:.1f} MB HTML ({file_mb:.1f} MB gzip)")
 
-    c0, t0 = cpu_seconds(), time.perf_counter()
+    c0, t0 = machine.cpu_seconds(), time.perf_counter()
     loop = plain_loop(files, cfg)
-    loop_wall, loop_cpu = time.perf_counter() - t0, cpu_seconds() - c0
+    loop_wall, loop_cpu = time.perf_counter() - t0, machine.cpu_seconds() - c0
 
-    c0, t0 = cpu_seconds(), time.perf_counter()
+    c0, t0 = machine.cpu_seconds(), time.perf_counter()
     beam_args = [f"--direct_num_workers={a.workers}", "--direct_running_mode=multi_processing"]
     m = clean.run(cfg, beam_args)
-    beam_wall, beam_cpu = time.perf_counter() - t0, cpu_seconds() - c0
+    beam_wall, beam_cpu = time.perf_counter() - t0, machine.cpu_seconds() - c0
     c = m["counters"]
     assert c["kept"] == loop["kept"], f"Beam kept {c['kept']}, the loop kept {loop['kept']}"
 
     # the fixed cost: the same job on one file, minus the loop's time for that file
-    c0 = cpu_seconds()
+    c0 = machine.cpu_seconds()
     plain_loop(files[-1:], cfg)
-    loop_one = cpu_seconds() - c0
-    c0 = cpu_seconds()
+    loop_one = machine.cpu_seconds() - c0
+    c0 = machine.cpu_seconds()
     clean.run(dataclasses.replace(cfg, inputs=(files[-1],), output=os.path.join(tmp.name, "out1")), beam_args)
-    fixed = max(cpu_seconds() - c0 - loop_one, 0.0)
+    fixed = max(machine.cpu_seconds() - c0 - loop_one, 0.0)
 
     docs = c["records_read"]
     res = {
-        "machine": {**m0, "loadavg_after": [round(x, 2) for x in os.getloadavg()]},
+        "machine": {**m0, "load_avg_after": machine.load_avg()},
         "input": {"files": len(files), "documents": docs, "html_mb": round(in_mb, 2), "gzip_mb": round(file_mb, 2)},
         "kept": c["kept"],
         "loop": {"wall_s": round(loop_wall, 2), "cpu_s": round(loop_cpu, 2),
@@ -172,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"beam overhead: {res['overhead_cpu']:.2f}x CPU-seconds per MB in total, "
           f"{res['overhead_cpu_steady']:.2f}x without the {fixed:.1f} CPU-s fixed start-up (target <= 1.3x); "
           f"{res['overhead_wall']:.2f}x by wall clock x workers")
-    print(f"kept {c['kept']} of {docs} documents; load average after: {res['machine']['loadavg_after']}")
+    print(f"kept {c['kept']} of {docs} documents; load average after: {res['machine']['load_avg_after']}")
     if a.json:
         Path(a.json).write_text(json.dumps(res, indent=1) + "\n")
     tmp.cleanup()

@@ -22,8 +22,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import os
-import platform
 import sys
 import tempfile
 import time
@@ -31,6 +29,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from common import machine  # noqa: E402
 from pipelines.packing import prose  # noqa: E402
 from pipelines.packing.config import PackConfig  # noqa: E402
 from pipelines.packing.run import run as run_pack  # noqa: E402
@@ -38,19 +37,6 @@ from pipelines.tokenizer import load_spm  # noqa: E402
 from pipelines.tokenizer.config import TokenizerConfig  # noqa: E402
 from pipelines.tokenizer.sentences import sentence_starts  # noqa: E402
 from pipelines.tokenizer.train import run as train  # noqa: E402
-
-
-def machine() -> dict:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {"cpu": cpu, "cores": os.cpu_count(), "load_average": [round(x, 2) for x in os.getloadavg()],
-            "python": platform.python_version()}
 
 
 def timed(fn):
@@ -65,7 +51,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--seq-len", type=int, default=512)
     ap.add_argument("--vocab-size", type=int, default=8000)
     a = ap.parse_args(argv)
-    before = machine()
+    before = machine.describe()
     base = prose.documents()
     docs = [{**d, "id": f"{c:02d}-{d['id']}"} for c in range(a.copies) for d in base]
     chars = sum(len(d["text"]) for d in docs)
@@ -92,7 +78,7 @@ def main(argv: list[str] | None = None) -> dict:
     text_bytes = sum(len(t.encode("utf-8")) for t in texts)
     small_tokens = m_small["counters"]["tokens_packed"]
     result = {
-        "machine_before": before, "machine_after": machine(),
+        "machine_before": before, "machine_after": machine.describe(),
         "corpus": {"documents": len(docs), "chars": chars, "tokens": tokens, "seq_len": a.seq_len,
                    "vocab_size": a.vocab_size},
         "raw_encode": {"tokens": raw_tokens, "wall_s": round(raw_wall, 3), "cpu_s": round(raw_cpu, 3),

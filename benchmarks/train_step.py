@@ -41,6 +41,7 @@ sys.path.insert(0, str(REPO))
 
 import torch  # noqa: E402
 
+from common.machine import cpu_model, load_avg  # noqa: E402
 from pretraining.cost import flops_per_token, mfu, peak_flops_for_device  # noqa: E402
 from pretraining.model import gumbel_sample, hf_configs, mask_tokens  # noqa: E402
 from pretraining.sizes import SIZES, ModelConfig, named_size  # noqa: E402
@@ -217,18 +218,9 @@ def machine() -> dict:
         info |= {"device": torch.cuda.get_device_name(0), "gpu_memory_gib": round(props.total_memory / 2**30, 1),
                  "gpus": torch.cuda.device_count()}
     else:
-        model = next((line.split(":", 1)[1].strip() for line in _read("/proc/cpuinfo").splitlines()
-                      if line.startswith("model name")), platform.processor() or "unknown CPU")
-        info |= {"device": f"CPU: {model}", "cores": os.cpu_count(), "torch_threads": torch.get_num_threads()}
-    info["load_avg"] = [round(x, 2) for x in os.getloadavg()]
+        info |= {"device": f"CPU: {cpu_model()}", "cores": os.cpu_count(), "torch_threads": torch.get_num_threads()}
+    info["load_avg"] = load_avg()
     return info
-
-
-def _read(path: str) -> str:
-    try:
-        return Path(path).read_text()
-    except OSError:
-        return ""
 
 
 def measure(factories: list, tokens_per_step: int, args) -> list[dict]:
@@ -310,7 +302,7 @@ def main(argv: list[str] | None = None) -> dict:
                                tokens_per_step, args)
             _free(device)
 
-    info["load_avg_end"] = [round(x, 2) for x in os.getloadavg()]
+    info["load_avg_end"] = load_avg()
     cpu = device.type == "cpu"
     print(f"\n{'side':<28} {'tokens/s':>10} {'tok/CPU-s':>10} {'MFU':>7} {'peak GiB':>9}")
     for r in results:

@@ -5,7 +5,6 @@ from __future__ import annotations
 from html import escape
 
 from evaluation.report import plots
-from evaluation.report.history import primary_score
 
 _CSS = """body{font-family:system-ui,sans-serif;max-width:1000px;margin:2em auto;color:#1a202c}
 table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #cbd5e0;padding:4px 8px;text-align:right}
