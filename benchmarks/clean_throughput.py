@@ -88,7 +88,7 @@ def plain_loop(files: list[str], cfg: CleanConfig) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--mb", type=float, default=100, help="MB of HTML payload to build (>= 50 for the record)")
+    ap.add_argument("--mb", type=float, default=400, help="MB of HTML payload to build (>= 50 for the record)")
     ap.add_argument("--corpus", help="reuse/build the corpus here instead of a temp dir")
     ap.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="DirectRunner worker processes")
     ap.add_argument("--json", help="also write the results here")
