@@ -49,3 +49,20 @@ def test_unreachable_endpoint_says_what_to_fix():
                                   max_attempts=1)
     with pytest.raises(storage.StorageError, match="cannot reach the S3 endpoint"):
         storage.check_reachable("s3://bucket/x", bad)
+
+
+def test_local_s3_restarts_on_kept_data(tmp_path):
+    """The demo stops and restarts SeaweedFS on the same data directory; objects survive."""
+    from common.seaweedfs import LocalS3
+
+    server = LocalS3(str(tmp_path / "sw")).start()
+    try:
+        storage.make_bucket("s3://keep", server.settings)
+        storage.write_bytes("s3://keep/a.txt", b"kept", server.settings)
+    finally:
+        server.stop()
+    again = LocalS3(str(tmp_path / "sw")).start(timeout=60)
+    try:
+        assert storage.read_bytes("s3://keep/a.txt", again.settings) == b"kept"
+    finally:
+        again.stop()

@@ -1,0 +1,291 @@
+"""The local stack of `make demo` and the end-to-end tests: SeaweedFS S3, Prefect server (SQLite), process worker.
+
+    python -m flows.localstack start [--dir .demo] [--s3-port 8333] [--api-port 4200]
+    python -m flows.localstack stop  [--dir .demo]
+    python -m flows.localstack env   [--dir .demo]      # shell exports for this stack
+
+Everything lives under one directory (default `.demo/`, gitignored):
+
+    seaweedfs/        the S3 store's data, pid and endpoint (common.seaweedfs)
+    prefect/          PREFECT_HOME: prefect.db (SQLite), server.pid, server.log
+    worker.pid, worker.log
+    env               `source .demo/env` points a shell's prefect CLI and boto3 at this stack
+
+Start is idempotent: a part that is already running is reused, so `make demo` twice
+does not start a second server. Ports default to 8333 (S3) and 4200 (API and UI) and
+fall back to free ones when taken. Stop ends only the processes this stack started
+(their process groups, from the pid files).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+from common import seaweedfs
+from common.seaweedfs import LocalS3, free_port
+from common.seaweedfs import port_free
+
+REPO = Path(__file__).resolve().parent.parent
+POOL = "local-process"
+BIN = Path(sys.executable).parent
+
+
+def _prefect() -> str:
+    p = BIN / "prefect"
+    return str(p) if p.exists() else "prefect"
+
+
+def _alive(pid: int | None) -> bool:
+    if not pid:
+        return False
+    try:
+        os.kill(pid, 0)
+    except (ProcessLookupError, PermissionError):
+        return False
+    return True
+
+
+def _read_pid(path: Path) -> int | None:
+    try:
+        return int(path.read_text().strip())
+    except (FileNotFoundError, ValueError):
+        return None
+
+
+def _kill_group(pid: int, grace_s: float = 15.0) -> None:
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.killpg(pid, sig)
+        except ProcessLookupError:
+            return
+        deadline = time.monotonic() + grace_s
+        while time.monotonic() < deadline:
+            if not _alive(pid):
+                return
+            try:
+                os.waitpid(pid, os.WNOHANG)
+            except ChildProcessError:
+                pass
+            time.sleep(0.2)
+
+
+def _bindable(port: int) -> bool:
+    """Free for a server that sets SO_REUSEADDR (uvicorn does): a port in TIME_WAIT after a restart counts as free."""
+    import socket
+
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(("127.0.0.1", port))
+            return True
+        except OSError:
+            return False
+
+
+def check_server_deps() -> None:
+    """Fail with the fix, not a traceback, when FastAPI is too new for this Prefect server.
+
+    Prefect 3.8's server passes `min_items` to fastapi.Body (removed after FastAPI 0.154) and
+    relies on explicit JSON nulls meaning "default" (changed after 0.150).
+    """
+    from importlib.metadata import version
+
+    fastapi = version("fastapi")
+    if tuple(int(x) for x in fastapi.split(".")[:2]) > (0, 150):
+        raise RuntimeError(f"fastapi {fastapi} is too new for the Prefect {version('prefect')} server: "
+                           "`.venv/bin/pip install 'fastapi==0.150.0'` (and pin it in requirements/cpu.lock)")
+
+
+@dataclasses.dataclass
+class LocalStack:
+    base: Path
+    s3_port: int = 8333
+    api_port: int = 4200
+    worker_name: str = "local-worker"
+    external_s3: dict[str, str] | None = None  # AWS_* env of an S3 store started elsewhere (the pytest fixture)
+
+    def __post_init__(self) -> None:
+        self.base = Path(self.base).resolve()
+
+    # ------------------------------------------------------------ paths and env
+    @property
+    def prefect_home(self) -> Path:
+        return self.base / "prefect"
+
+    @property
+    def state_file(self) -> Path:
+        return self.base / "stack.json"
+
+    def state(self) -> dict:
+        try:
+            return json.loads(self.state_file.read_text())
+        except (FileNotFoundError, json.JSONDecodeError):
+            return {}
+
+    @property
+    def api_url(self) -> str:
+        return f"http://127.0.0.1:{self.state().get('api_port', self.api_port)}/api"
+
+    @property
+    def ui_url(self) -> str:
+        return self.api_url[: -len("/api")]
+
+    def prefect_env(self) -> dict[str, str]:
+        return {
+            "PREFECT_HOME": str(self.prefect_home),
+            "PREFECT_API_URL": self.api_url,
+            "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+            "PREFECT_API_DATABASE_CONNECTION_URL": f"sqlite+aiosqlite:///{self.prefect_home / 'prefect.db'}",
+            # Stage loggers reach the Prefect UI, not only the worker's terminal.
+            "PREFECT_LOGGING_EXTRA_LOGGERS": "pipelines,pretraining,evaluation,common,flows",
+            "PREFECT_WORKER_QUERY_SECONDS": "2",  # pick a new run up fast (the default is 10s)
+        }
+
+    def env(self) -> dict[str, str]:
+        """Everything a child needs to talk to this stack: S3 credentials, Prefect API, the repo."""
+        env = dict(self.prefect_env())
+        endpoint = seaweedfs.running_endpoint(str(self.base / "seaweedfs"))
+        if self.external_s3:
+            env.update(self.external_s3)
+        elif endpoint:
+            env.update(LocalS3(str(self.base / "seaweedfs")).settings.to_env() | {"AWS_ENDPOINT_URL": endpoint})
+        env["ELECTRA_FORGE_HOME"] = str(REPO)
+        return env
+
+    def child_env(self) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
+        env.update(self.env())
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH", "")) if p)
+        return env
+
+    # ------------------------------------------------------------ parts
+    def start_s3(self) -> str:
+        if self.external_s3:
+            return self.external_s3["AWS_ENDPOINT_URL"]
+        data = str(self.base / "seaweedfs")
+        endpoint = seaweedfs.running_endpoint(data)
+        if endpoint:
+            return endpoint
+        port = self.s3_port if self.s3_port and port_free(self.s3_port) else 0
+        return LocalS3(data, port).start().endpoint_url
+
+    def server_alive(self) -> bool:
+        try:
+            with urllib.request.urlopen(self.api_url + "/health", timeout=3) as r:
+                return r.status == 200
+        except Exception:  # noqa: BLE001 - not up
+            return False
+
+    def start_server(self, timeout: float = 180.0) -> str:
+        pid = _read_pid(self.prefect_home / "server.pid")
+        if _alive(pid) and self.server_alive():
+            return self.api_url
+        check_server_deps()
+        self.prefect_home.mkdir(parents=True, exist_ok=True)
+        port = self.api_port if self.api_port and _bindable(self.api_port) else free_port()
+        self._save(api_port=port)
+        log = open(self.prefect_home / "server.log", "ab")
+        proc = subprocess.Popen([_prefect(), "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+                                env=self.child_env(), stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                                cwd=str(self.base))
+        (self.prefect_home / "server.pid").write_text(str(proc.pid))
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                raise RuntimeError(f"the Prefect server exited ({proc.returncode}); "
+                                   f"see {self.prefect_home / 'server.log'}")
+            if self.server_alive():
+                return self.api_url
+            time.sleep(1)
+        _kill_group(proc.pid)
+        raise RuntimeError(f"the Prefect server did not answer within {timeout:.0f}s; "
+                           f"see {self.prefect_home}/server.log")
+
+    def prefect(self, *args: str, check: bool = True, timeout: float = 300) -> subprocess.CompletedProcess:
+        """Run the prefect CLI against this stack, from the repo root (where prefect.yaml is)."""
+        return subprocess.run([_prefect(), *args], env=self.child_env(), cwd=str(REPO), capture_output=True,
+                              text=True, check=check, timeout=timeout)
+
+    def ensure_pool(self) -> None:
+        got = self.prefect("work-pool", "inspect", POOL, check=False)
+        if got.returncode != 0:
+            self.prefect("work-pool", "create", POOL, "--type", "process")
+
+    def start_worker(self) -> int:
+        pid = _read_pid(self.base / "worker.pid")
+        if _alive(pid):
+            return pid  # type: ignore[return-value]
+        log = open(self.base / "worker.log", "ab")
+        proc = subprocess.Popen([_prefect(), "worker", "start", "--pool", POOL, "--type", "process",
+                                 "--name", self.worker_name, "--install-policy", "never"],
+                                env=self.child_env(), stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                                cwd=str(REPO))
+        (self.base / "worker.pid").write_text(str(proc.pid))
+        return proc.pid
+
+    def deploy(self, name: str = "electra-demo", pool: str | None = None) -> None:
+        """`prefect deploy --name NAME` from prefect.yaml; `pool` moves it onto another work pool (tests)."""
+        out = self.prefect("--no-prompt", "deploy", "--name", name, *(["--pool", pool] if pool else []), check=False)
+        if out.returncode != 0:
+            raise RuntimeError(f"prefect deploy --name {name} failed:\n{out.stdout[-3000:]}\n{out.stderr[-3000:]}")
+
+    def start(self) -> "LocalStack":
+        self.base.mkdir(parents=True, exist_ok=True)
+        self.start_s3()
+        self.start_server()
+        self.ensure_pool()
+        self.start_worker()
+        self.write_env_file()
+        return self
+
+    def stop(self) -> None:
+        for pidfile in (self.base / "worker.pid", self.prefect_home / "server.pid"):
+            pid = _read_pid(pidfile)
+            if pid and _alive(pid):
+                _kill_group(pid)
+            pidfile.unlink(missing_ok=True)
+        if not self.external_s3:
+            LocalS3(str(self.base / "seaweedfs")).stop()
+
+    def _save(self, **kw) -> None:
+        st = self.state() | kw
+        self.state_file.write_text(json.dumps(st))
+
+    def write_env_file(self) -> Path:
+        path = self.base / "env"
+        path.write_text("".join(f"export {k}={v}\n" for k, v in sorted(self.env().items())))
+        return path
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m flows.localstack", description=__doc__.split("\n\n")[0])
+    ap.add_argument("verb", choices=["start", "stop", "env"])
+    ap.add_argument("--dir", default=str(REPO / ".demo"), help="state directory (default: %(default)s)")
+    ap.add_argument("--s3-port", type=int, default=8333)
+    ap.add_argument("--api-port", type=int, default=4200)
+    a = ap.parse_args(argv)
+    stack = LocalStack(Path(a.dir), a.s3_port, a.api_port)
+    if a.verb == "stop":
+        stack.stop()
+        print(f"stopped the local stack in {a.dir}")
+        return 0
+    if a.verb == "start":
+        stack.start()
+        print(f"local stack up: S3 {stack.env().get('AWS_ENDPOINT_URL')}, Prefect UI {stack.ui_url}, "
+              f"worker on pool {POOL}; `source {stack.base / 'env'}` to use it from a shell")
+        return 0
+    print("".join(f"export {k}={v}\n" for k, v in sorted(stack.env().items())), end="")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

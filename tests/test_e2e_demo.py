@@ -1,0 +1,223 @@
+"""End to end: the `electra-demo` deployment on a real Prefect server, a process worker and SeaweedFS.
+
+The test starts a Prefect server (temporary PREFECT_HOME, SQLite, free port) and a process
+worker with flows.localstack, uses the session's SeaweedFS fixture as the object store,
+deploys `electra-demo` from prefect.yaml with `prefect deploy`, and runs it with
+`prefect deployment run`, with the deployment's own parameters (only the run name and the
+step count changed). It checks every stage's output, then runs it again and checks that
+every stage is reused. The slow test kills the flow run mid-pretraining and reruns it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from common import manifest as manifests
+from common import storage
+from flows import demo, lineage
+from flows.localstack import REPO, LocalStack
+
+pytestmark = pytest.mark.integration
+
+
+def demo_parameters() -> dict:
+    spec = yaml.safe_load((REPO / "prefect.yaml").read_text())
+    dep = next(d for d in spec["deployments"] if d["name"] == "electra-demo")
+    return json.loads(json.dumps(dep["parameters"]))
+
+
+@pytest.fixture(scope="module")
+def stack(s3_server, tmp_path_factory):
+    s3_env = s3_server.settings.to_env()
+    st = LocalStack(tmp_path_factory.mktemp("stack"), s3_port=0, api_port=0, external_s3=s3_env)
+    try:
+        st.start()
+        demo.prepare_inputs(st, corpus_mb=15)
+        st.deploy("electra-demo")
+        yield st
+    finally:
+        _kill_flow_runs(st)
+        st.stop()
+
+
+def _flow_run_pids(st: LocalStack) -> list[int]:
+    """The worker's children: the flow-run processes it started."""
+    worker = int((st.base / "worker.pid").read_text())
+    out = []
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                ppid = int((d / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            if ppid == worker:
+                out.append(int(d.name))
+    return out
+
+
+def _trainers(marker: str) -> list[int]:
+    out = []
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                cmd = (d / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            except OSError:
+                continue
+            if "train.py" in cmd and marker in cmd:
+                out.append(int(d.name))
+    return out
+
+
+def _kill_flow_runs(st: LocalStack) -> None:
+    try:
+        for pid in _flow_run_pids(st):
+            os.kill(pid, signal.SIGKILL)
+    except (OSError, ValueError):
+        pass
+
+
+def _run(st: LocalStack, params: dict, timeout: float = 1500, deployment: str = demo.DEPLOYMENT,
+         summary: str = "summary") -> tuple[str, dict]:
+    run_id = demo.start_run(st, params, deployment)
+    final = demo.watch(st, run_id, timeout)
+    assert final == "Completed", (final, (st.base / "worker.log").read_text()[-5000:])
+    got = json.loads(storage.read_text(f"{demo.BUCKET}/{params['run_name']}/_flow/{summary}.json"))
+    return run_id, got
+
+
+def test_demo_deployment_end_to_end_then_reused(stack):
+    params = demo_parameters()
+    params["run_name"] = "e2e"
+    params["train"]["max_steps"] = 60
+    t0 = time.monotonic()
+    run_id, summary = _run(stack, params)
+    first_s = time.monotonic() - t0
+    st = {k: v for k, v in summary["stages"].items()}
+    assert not any(v["skipped"] for v in st.values())
+
+    docs = manifests.read(st["documents"]["output"], kind="documents")
+    c = docs["counters"]
+    assert c["kept"] > 50
+    assert c["records_read"] == c["kept"] + sum(c["dropped"].values()) + sum(c["rejected"].values())
+    assert storage.exists(storage.join(st["documents"]["output"], "stats.json"))
+    tok = manifests.read(st["tokenizer"]["output"], kind="tokenizer")
+    assert storage.exists(storage.join(st["tokenizer"]["output"], "spm.model"))
+    pack = manifests.read(st["pack"]["output"], kind="pack")
+    assert pack["seq_len"] == 128 and sum(s["examples"] for s in pack["shards"]) > 100
+    assert {i["manifest_hash"] for i in pack["inputs"]} == {docs["manifest_hash"], tok["manifest_hash"]}
+    ck = manifests.read(st["checkpoint"]["output"], kind="checkpoint")
+    assert ck["step"] == 60 and ck["tokens_seen"] > 0
+    model_uri = st["model"]["output"]
+    model = manifests.read(model_uri, kind="model")
+    assert storage.basename(model_uri) == "step-000000060"
+    for sub in ("discriminator", "generator"):
+        assert storage.exists(storage.join(model_uri, sub, "config.json"))
+    report_uri = st["report"]["output"]
+    report = manifests.read(report_uri, kind="report")
+    assert model["manifest_hash"] in {i["manifest_hash"] for i in report["inputs"]}
+    for f in ("results.json", "report.md", "report.html"):
+        assert storage.exists(storage.join(report_uri, f)), f
+    results = json.loads(storage.read_text(storage.join(report_uri, "results.json")))
+    assert {"sst2", "mrpc", "squad_v1"} <= {t["task"] for t in results["tasks"].values()}
+
+    pub = st["published"]["output"]
+    assert pub == f"{demo.BUCKET}/models/electra-tiny-demo/step-000000060"
+    card = storage.read_text(storage.join(pub, "README.md"))
+    meta = yaml.safe_load(card.split("---\n")[1])
+    assert {r["dataset"].get("config") for r in meta["model-index"][0]["results"]} >= {"sst2", "mrpc"}
+    assert meta["lineage"]["steps"] == 60
+    assert meta["lineage"]["documents"][0]["manifest_hash"] == docs["manifest_hash"]
+    published = manifests.read(pub, kind="model")
+    assert {i["uri"] for i in published["inputs"]} == {model_uri, report_uri}
+    node = lineage.walk(pub)
+    kinds = {n.kind for n in node.iter()}
+    assert {"model", "report", "checkpoint", "pack", "tokenizer", "documents", "input"} <= kinds
+    assert not any(n.status == "mismatch" for n in node.iter())
+
+    # The exported discriminator is a real HF model.
+    from transformers import AutoModel, AutoTokenizer
+
+    with storage.local_copy(storage.join(model_uri, "discriminator")) as d:
+        enc = AutoTokenizer.from_pretrained(d)("ELECTRA reads the web.", return_tensors="pt")
+        assert AutoModel.from_pretrained(d)(**enc).last_hidden_state.shape[-1] == 64
+
+    # Each stage's counters and results are Prefect artifacts on the server.
+    from prefect.artifacts import Artifact
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    with temporary_settings({PREFECT_API_URL: stack.api_url}):
+        for key in ("e2e-clean", "e2e-clean-counters", "e2e-pack-counters", "e2e-pretrain", "e2e-scores",
+                    "e2e-summary"):
+            assert Artifact.get(key) is not None, key
+        assert "kept" in json.dumps(Artifact.get("e2e-clean-counters").data)
+
+    # Second run of the same deployment: every stage reused, the same outputs.
+    t1 = time.monotonic()
+    _, again = _run(stack, params)
+    assert all(v["skipped"] for v in again["stages"].values()), again
+    assert {k: v["output"] for k, v in again["stages"].items()} == {k: v["output"] for k, v in st.items()}
+    print(f"first run {first_s:.0f}s, rerun {time.monotonic() - t1:.0f}s")
+
+    # The scheduled report deployment (moved onto the local pool) finds nothing newer: it reuses the report.
+    stack.deploy("glue-squad-report", pool="local-process")
+    report_params = {"storage_root": params["storage_root"], "run_name": "e2e", "size": "tiny",
+                     "evaluation": params["evaluation"], "publish": params["publish"]}
+    _, rep = _run(stack, report_params, deployment="glue-squad-report/glue-squad-report", summary="report-summary")
+    assert rep["stages"]["report"]["output"] == report_uri and rep["stages"]["report"]["skipped"]
+    assert rep["stages"]["published"]["output"] == pub
+
+
+@pytest.mark.slow
+def test_killed_mid_pretraining_resumes_and_skips_finished_stages(stack):
+    params = demo_parameters()
+    params["run_name"] = "e2e-kill"
+    params["train"]["max_steps"] = 80
+    overrides = params["train"]["overrides"]
+    params["train"]["overrides"] = [o for o in overrides if not o.startswith("checkpoint.every_steps")]
+    params["train"]["overrides"].append("checkpoint.every_steps=20")
+    params["evaluation"]["enabled"] = False
+    ck_root = f"{demo.BUCKET}/e2e-kill/pretrain/checkpoints"
+    run_id = demo.start_run(stack, params)
+    deadline = time.monotonic() + 1200
+    from pretraining import checkpoint
+
+    while True:  # wait for the first complete checkpoint, then kill the flow run's process
+        got = checkpoint.latest_complete(ck_root, mode="size")
+        if got:
+            break
+        assert time.monotonic() < deadline, "no checkpoint appeared"
+        time.sleep(2)
+    killed_at = got[1]["step"]
+    pids = _flow_run_pids(stack)
+    assert pids
+    for pid in pids:
+        os.kill(pid, signal.SIGKILL)
+    final = demo.watch(stack, run_id, 300)
+    assert final in ("Crashed", "Failed"), final
+    # The launcher tree died with the flow process (flows/supervise.py): nothing else trains into this run.
+    deadline = time.monotonic() + 90
+    while _trainers("run=s3://electra-demo/e2e-kill/pretrain") and time.monotonic() < deadline:
+        time.sleep(1)
+    assert not _trainers("run=s3://electra-demo/e2e-kill/pretrain")
+    newest = checkpoint.latest_complete(ck_root, mode="size")[1]["step"]
+    assert newest < 80, "the run finished before it was killed: nothing to resume"
+
+    log_mark = (stack.base / "worker.log").stat().st_size
+    _, summary = _run(stack, params)
+    st = summary["stages"]
+    assert st["documents"]["skipped"] and st["tokenizer"]["skipped"] and st["pack"]["skipped"]
+    assert not st["checkpoint"]["skipped"]
+    assert manifests.read(st["checkpoint"]["output"])["step"] == 80
+    with open(stack.base / "worker.log", "rb") as f:
+        f.seek(log_mark)
+        rerun_log = f.read().decode(errors="replace")
+    assert f"resuming from {ck_root}/step-{newest:09d}" in rerun_log, rerun_log[-3000:]
+    assert "starting from step 0" not in rerun_log
+    assert killed_at <= newest

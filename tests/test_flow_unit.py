@@ -1,0 +1,359 @@
+"""The electra-pretraining flow's own logic, with stand-in stages: parameters, cache keys, skip, resume, artifacts.
+
+The stages themselves are tested by their own suites; here each is replaced by a function
+that writes a manifest of the right kind the way the real one does, so these tests run in
+seconds under `prefect_test_harness` and pin down what the flow decides.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+
+from common import manifest as manifests
+from common import storage
+from flows import caching, stages
+from flows.params import CorpusParams, LauncherParams, RunSpec, TrainParams
+
+
+@pytest.fixture(scope="module")
+def harness():
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=180):
+        yield
+
+
+# ----------------------------------------------------------------------------- params
+
+
+def test_runspec_layout_and_validation(tmp_path):
+    spec = RunSpec(size="tiny", run_name="r1", storage_root="s3://bucket/prefix/",
+                   corpus=CorpusParams(inputs=["s3://bucket/raw/*.warc.gz"]))
+    assert spec.run_root == "s3://bucket/prefix/r1"
+    assert spec.pack_uri == "s3://bucket/prefix/r1/pack"
+    assert spec.model_uri("step-000000010") == "s3://bucket/prefix/r1/model/step-000000010"
+    assert spec.published_uri("step-000000010") == "s3://bucket/prefix/models/electra-tiny-r1/step-000000010"
+    with pytest.raises(ValidationError, match="size"):
+        RunSpec(size="huge", storage_root=str(tmp_path))
+    with pytest.raises(ValidationError, match="run_name"):
+        RunSpec(run_name="Bad Name", storage_root=str(tmp_path))
+    with pytest.raises(ValidationError, match="placeholder"):
+        RunSpec(storage_root="{{ $ELECTRA_STORAGE_ROOT }}")
+    with pytest.raises(ValidationError, match="extra"):
+        RunSpec(storage_root=str(tmp_path), colour="blue")
+    with pytest.raises(ValidationError, match="set by the flow"):
+        TrainParams(overrides=["run=s3://elsewhere"])
+    with pytest.raises(ValidationError, match="hostfile"):
+        LauncherParams(mode="hostfile")
+    with pytest.raises(ValidationError, match="no_ssh"):
+        LauncherParams(mode="no_ssh", num_nodes=1)
+
+
+def test_launcher_commands(tmp_path):
+    base = dict(size="large", storage_root="s3://b/p", corpus=CorpusParams(inputs=["x"]))
+    single = RunSpec(**base, train=TrainParams(deepspeed_config="ds_configs/zero3.json",
+                                               launcher=LauncherParams(num_gpus=8)))
+    cmd = stages.pretrain_command(single, "s3://b/p/electra/pack", deepspeed_bin="deepspeed")
+    assert cmd[0] == "deepspeed" and cmd[cmd.index("--num_gpus") + 1] == "8"
+    assert cmd[cmd.index("--config") + 1] == "large"
+    assert "data.pack=s3://b/p/electra/pack" in cmd and "run=s3://b/p/electra/pretrain" in cmd
+    assert cmd[cmd.index("--deepspeed") + 1].endswith("ds_configs/zero3.json")
+    hosts = LauncherParams(mode="hostfile", hostfile="/job/hosts", num_nodes=4)
+    hf = RunSpec(**base, train=TrainParams(launcher=hosts))
+    assert "--hostfile" in stages.pretrain_command(hf, "p", deepspeed_bin="deepspeed")
+    ns = RunSpec(**base, train=TrainParams(max_steps=7, launcher=LauncherParams(
+        mode="no_ssh", num_nodes=2, node_rank=1, master_addr="node0", hostfile="/job/hosts")))
+    cmd = stages.pretrain_command(ns, "p", deepspeed_bin="deepspeed")
+    assert "--no_ssh" in cmd and cmd[cmd.index("--node_rank") + 1] == "1" and "max_steps=7" in cmd
+
+
+def test_cluster_templates_render():
+    from flows import cluster
+
+    spec = RunSpec(size="large", storage_root="s3://b/p", corpus=CorpusParams(inputs=["x"]),
+                   train=TrainParams(max_steps=100, launcher=LauncherParams(mode="cluster", num_nodes=4, num_gpus=8)))
+    values = cluster.template_values(spec, "s3://b/p/electra/pack", 100)
+    k8s = cluster.render("infra/k8s/deepspeed-job.yaml", values)
+    assert "completions: 4" in k8s and "--no_ssh" in k8s and "run=s3://b/p/electra/pretrain" in k8s
+    assert "--node_rank=$JOB_COMPLETION_INDEX" in k8s
+    assert not any("${%s}" % k in k8s for k in values)
+    slurm = cluster.render("infra/slurm/pretrain.sbatch", values)
+    assert "#SBATCH --nodes=4" in slurm and "--node_rank=$SLURM_NODEID" in slurm
+    assert not any("${%s}" % k in slurm for k in values)
+
+
+# ----------------------------------------------------------------------------- cache keys
+
+
+def test_cache_key_depends_on_inputs_and_config_only():
+    k = caching.cache_key("pack", {"max_seq_length": 128}, ["a", "b"])
+    assert k == caching.cache_key("pack", {"max_seq_length": 128}, ["b", "a"])  # order-free inputs
+    assert k != caching.cache_key("pack", {"max_seq_length": 512}, ["a", "b"])
+    assert k != caching.cache_key("pack", {"max_seq_length": 128}, ["a", "c"])
+    assert k != caching.cache_key("tokenizer", {"max_seq_length": 128}, ["a", "b"])
+
+
+def test_lookup_needs_the_recorded_manifest(tmp_path):
+    out = str(tmp_path / "out")
+    m = manifests.build("pack", inputs=[], config={"x": 1})
+    manifests.write(out, m)
+    state = str(tmp_path / "_flow")
+    caching.record(state, "pack", "k1", out, m)
+    assert caching.lookup(state, "pack", "k1")[0] == out
+    assert caching.lookup(state, "pack", "k2") is None  # another key: a miss
+    manifests.write(out, manifests.build("pack", inputs=[], config={"x": 2}))  # rebuilt by hand
+    assert caching.lookup(state, "pack", "k1") is None
+    os.unlink(manifests.manifest_uri(out))  # deleted
+    assert caching.lookup(state, "pack", "k1") is None
+
+
+# ----------------------------------------------------------------------------- the flow, with stand-in stages
+
+
+class FakeStages:
+    """Stand-ins that write manifests of the right kinds, and count their calls."""
+
+    def __init__(self, crash_at_step: int | None = None):
+        self.calls: dict[str, int] = {}
+        self.crash_at_step = crash_at_step
+        self.resumed_from: list[int] = []
+
+    def call_main(self, module: str, argv: list[str]):
+        self.calls[module] = self.calls.get(module, 0) + 1
+        arg = dict(zip(argv[::2], argv[1::2]))
+        if module == "pipelines.clean":
+            inputs = [{"uri": f, "size": os.path.getsize(f)} for f in storage.glob(arg["--input"])]
+            manifests.write(arg["--output"], manifests.build("documents", inputs=inputs, config={},
+                                                             counters={"records_read": 3, "kept": 2,
+                                                                       "dropped": {"c4": 1}, "rejected": {}}))
+        elif module == "pipelines.train_tokenizer":
+            self._derive(arg["--output"], "tokenizer", [arg["--input"]])
+            Path(arg["--output"], "tokenizer.json").write_text("{}")
+        elif module == "pipelines.pack":
+            self._derive(arg["--output"], "pack", [arg["--input"], arg["--tokenizer"]], counters={"examples": 10})
+        elif module == "pretraining.export":
+            out = arg["--output"]
+            for sub in ("discriminator", "generator"):
+                Path(out, sub).mkdir(parents=True, exist_ok=True)
+                Path(out, sub, "config.json").write_text("{}")
+            ck = manifests.read(arg["--checkpoint"])
+            self._derive(out, "model", [arg["--checkpoint"]], step=ck["step"])
+        elif module == "evaluation.run":
+            report = storage.join(arg["--output"], "reports", "m", f"2026010{self.calls[module]}T000000Z")
+            results = {"name": "m", "seeds": 1, "tasks": {"sst2": {"task": "sst2", "primary": "accuracy",
+                                                                   "median": {"accuracy": 0.5}, "paper": 91.2}}}
+            storage.write_text(storage.join(report, "results.json"), json.dumps(results))
+            storage.write_text(storage.join(report, "report.md"), "# report")
+            m = self._derive(report, "report", [arg["--model"]])
+            return {**m, "report_uri": report}
+        return 0
+
+    def _derive(self, out: str, kind: str, input_uris: list[str], **extra) -> dict:
+        inputs = [manifests.input_ref(u, manifests.read(u)) for u in input_uris]
+        m = manifests.build(kind, inputs=inputs, config={}, **extra)
+        manifests.write(out, m)
+        return m
+
+    def launch(self, spec, pack_uri, target, logger):
+        from pretraining import checkpoint
+
+        got = stages.latest_checkpoint(spec.pretrain_uri)
+        start = stages.checkpoint_step(got[1]) if got else 0
+        self.resumed_from.append(start)
+        for step in range(start + 5, target + 1, 5):
+            d = storage.join(spec.pretrain_uri, "checkpoints", checkpoint.tag(step))
+            storage.write_text(storage.join(d, "mp_rank_00_model_states.pt"), "w" * step)
+            m = manifests.build("checkpoint", inputs=[manifests.input_ref(pack_uri, manifests.read(pack_uri))],
+                                config={"size": spec.size}, shards=[{"path": "mp_rank_00_model_states.pt",
+                                                                     "bytes": step, "sha256": "x"}],
+                                step=step, tokens_seen=step * 100)
+            manifests.write(d, m)
+            if self.crash_at_step is not None and step >= self.crash_at_step:
+                self.crash_at_step = None
+                raise stages.StageError("killed")
+
+
+def _params(tmp_path: Path) -> dict:
+    raw = tmp_path / "raw"
+    raw.mkdir(exist_ok=True)
+    (raw / "a.txt").write_text("some text\n")
+    ds = tmp_path / "ds.json"
+    ds.write_text("{}")
+    return {"storage_root": str(tmp_path / "store"), "size": "tiny", "run_name": "unit",
+            "corpus": {"inputs": [str(raw / "*.txt")]},
+            "train": {"deepspeed_config": str(ds), "max_steps": 20},
+            "evaluation": {"tasks": ["sst2"], "seeds": 1}}
+
+
+@pytest.fixture
+def fake(monkeypatch):
+    def make(**kw):
+        f = FakeStages(**kw)
+        monkeypatch.setattr(stages, "call_main", f.call_main)
+        import flows.electra_pretraining as ep
+
+        monkeypatch.setattr(ep, "_launch", f.launch)
+        return f
+    return make
+
+
+def test_rerun_skips_every_finished_stage(harness, fake, tmp_path):
+    from flows.electra_pretraining import electra_pretraining
+
+    params = _params(tmp_path)
+    f1 = fake()
+    first = electra_pretraining(**params)
+    assert first["stages"]["published"]["skipped"] is False
+    assert f1.calls == {"pipelines.clean": 1, "pipelines.train_tokenizer": 1, "pipelines.pack": 1,
+                        "pretraining.export": 1, "evaluation.run": 1}
+    f2 = fake()
+    second = electra_pretraining(**params)
+    assert f2.calls == {} and f2.resumed_from == []
+    assert all(v["skipped"] for v in second["stages"].values() if v)
+    assert second["stages"]["published"]["output"] == first["stages"]["published"]["output"]
+
+    # A config change reruns that stage and everything downstream of it, nothing upstream.
+    f3 = fake()
+    params["pack"] = {"max_seq_length": 64}
+    third = electra_pretraining(**params)
+    assert "pipelines.clean" not in f3.calls and "pipelines.train_tokenizer" not in f3.calls
+    assert f3.calls["pipelines.pack"] == 1
+    assert not third["stages"]["pack"]["skipped"]
+
+
+def test_pretrain_retry_resumes_from_the_newest_checkpoint(harness, fake, tmp_path, monkeypatch):
+    import flows.electra_pretraining as ep
+
+    monkeypatch.setattr(ep, "pretrain_stage", ep.pretrain_stage.with_options(retries=1, retry_delay_seconds=0))
+    params = _params(tmp_path)
+    f = fake(crash_at_step=10)
+    out = ep.electra_pretraining(**params)
+    assert f.resumed_from == [0, 10]  # the task's retry picked up at step 10, not at 0
+    assert manifests.read(out["stages"]["checkpoint"]["output"])["step"] == 20
+
+
+def test_killed_run_resumes_on_rerun_and_reuses_earlier_stages(harness, fake, tmp_path, monkeypatch):
+    import flows.electra_pretraining as ep
+
+    original = ep.pretrain_stage
+    monkeypatch.setattr(ep, "pretrain_stage", original.with_options(retries=0))
+    params = _params(tmp_path)
+    fake(crash_at_step=10)
+    with pytest.raises(Exception, match="killed"):
+        ep.electra_pretraining(**params)
+    monkeypatch.setattr(ep, "pretrain_stage", original)
+    f = fake()
+    out = ep.electra_pretraining(**params)
+    assert f.resumed_from == [10]
+    assert "pipelines.clean" not in f.calls and "pipelines.pack" not in f.calls
+    assert out["stages"]["pack"]["skipped"] and not out["stages"]["checkpoint"]["skipped"]
+    assert manifests.read(out["stages"]["checkpoint"]["output"])["step"] == 20
+
+
+def test_stage_artifacts_are_created(harness, fake, tmp_path):
+    from prefect.artifacts import Artifact
+
+    from flows.electra_pretraining import electra_pretraining
+
+    params = _params(tmp_path)
+    params["run_name"] = "arts"
+    fake()
+    electra_pretraining(**params)
+    for key in ("arts-clean", "arts-clean-counters", "arts-pack", "arts-pretrain", "arts-scores", "arts-summary"):
+        assert Artifact.get(key) is not None, key
+    md = Artifact.get("arts-clean").data
+    assert "### clean: ran" in md and "dropped.c4" in md
+    table = Artifact.get("arts-clean-counters").data
+    assert "dropped.c4" in json.dumps(table)
+
+
+def test_report_flow_evaluates_the_newest_checkpoint_once(harness, fake, tmp_path):
+    from pretraining import checkpoint
+
+    from flows.electra_pretraining import electra_pretraining
+    from flows.report_schedule import glue_squad_report
+
+    params = _params(tmp_path)
+    params["run_name"] = "sched"
+    f = fake()
+    electra_pretraining(**params)
+    # Training went on (a longer run): a newer checkpoint than the exported model.
+    spec = RunSpec(size="tiny", run_name="sched", storage_root=params["storage_root"])
+    pack_uri = spec.pack_uri
+    d = storage.join(spec.pretrain_uri, "checkpoints", checkpoint.tag(25))
+    storage.write_text(storage.join(d, "mp_rank_00_model_states.pt"), "w" * 25)
+    manifests.write(d, manifests.build("checkpoint", inputs=[manifests.input_ref(pack_uri, manifests.read(pack_uri))],
+                                       config={}, shards=[{"path": "mp_rank_00_model_states.pt", "bytes": 25,
+                                                           "sha256": "x"}], step=25, tokens_seen=2500))
+    report_params = {"storage_root": params["storage_root"], "run_name": "sched", "size": "tiny",
+                     "evaluation": params["evaluation"]}
+    out = glue_squad_report(**report_params)
+    assert out["stages"]["model"]["output"].endswith("model/step-000000025")
+    assert not out["stages"]["model"]["skipped"] and not out["stages"]["report"]["skipped"]
+    assert out["stages"]["published"]["output"].endswith("models/electra-tiny-sched/step-000000025")
+    calls = dict(f.calls)
+    again = glue_squad_report(**report_params)  # no new checkpoint: nothing is redone
+    assert all(v["skipped"] for v in again["stages"].values() if v)
+    assert f.calls == calls
+
+
+def test_launcher_tree_dies_with_the_flow_process(tmp_path):
+    """A killed flow process leaves no trainer behind (flows/supervise.py), so a rerun never races one."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    marker = "347.25"  # an unusual duration: how this test finds its own sleeps
+    parent = subprocess.Popen([sys.executable, "-c", (
+        "from flows import stages\n"
+        f"stages.run_streaming(['bash', '-c', 'sleep {marker} & sleep {marker}; wait'], print)\n")],
+        cwd=str(stages.REPO), start_new_session=True)
+
+    def tree() -> list[str]:
+        out = subprocess.run(["pgrep", "-f", f"sleep {marker}"], capture_output=True, text=True).stdout.split()
+        return [p for p in out if int(p) != parent.pid]
+
+    deadline = time.monotonic() + 60
+    while len(tree()) < 2 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert len(tree()) >= 2
+    os.kill(parent.pid, signal.SIGKILL)
+    parent.wait()
+    deadline = time.monotonic() + 30
+    while tree() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert tree() == []
+
+
+def test_cluster_mode_submits_and_waits_for_the_target_checkpoint(tmp_path, monkeypatch):
+    """cluster mode: render, `kubectl apply`, poll job state and checkpoints (kubectl faked on PATH)."""
+    import logging
+
+    from pretraining import checkpoint
+
+    from flows import cluster
+
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    calls = tmp_path / "calls.txt"
+    (bin_dir / "kubectl").write_text(f'#!/bin/sh\necho "$@" >> {calls}\n'
+                                     'case "$1" in get) printf "//4";; esac\n')
+    (bin_dir / "kubectl").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+    spec = RunSpec(size="large", storage_root=str(tmp_path / "store"), run_name="big",
+                   train=TrainParams(max_steps=10, launcher=LauncherParams(
+                       mode="cluster", num_nodes=4, num_gpus=8, cluster={"poll_seconds": 1})))
+    d = storage.join(spec.pretrain_uri, "checkpoints", checkpoint.tag(10))
+    storage.write_text(storage.join(d, "mp_rank_00_model_states.pt"), "w")
+    manifests.write(d, manifests.build("checkpoint", inputs=[], config={}, step=10,
+                                       shards=[{"path": "mp_rank_00_model_states.pt", "bytes": 1, "sha256": "x"}]))
+    cluster.run_job(spec, "s3://b/pack", 10, logging.getLogger("test"))
+    log = calls.read_text()
+    assert "delete job electra-big" in log and "apply -n default -f" in log and "get job electra-big" in log
+    assert cluster.job_state("kubernetes", "electra-big", "default", None) == "running"
