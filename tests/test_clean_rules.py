@@ -137,3 +137,15 @@ def test_config_file_and_overrides(tmp_path):
         build(["in"], "out", None, str(tmp_path / "bad.json"))
     with pytest.raises(configs.ConfigError):
         build(["in"], "out", None, None, ["nope.x=1"])
+
+
+def test_c4_bad_words_list_is_applied_on_word_boundaries(tmp_path):
+    words = tmp_path / "bad.txt"
+    words.write_text("grault\nfoo bar\n")
+    cfg = dataclasses.replace(C4Config(), bad_words_file=str(words))
+    good = prose(1)
+    assert c4.clean(good, cfg)[1] is None
+    assert c4.clean(good + "\nThis sentence mentions a Grault, which is on the list.", cfg) == (None, c4.BAD_WORDS)
+    assert c4.clean(good + "\nHere is foo bar, a listed phrase.", cfg) == (None, c4.BAD_WORDS)
+    # Inside another word it is not a match, as in C4.
+    assert c4.clean(good + "\nThe graultish form is not a listed word at all.", cfg)[1] is None

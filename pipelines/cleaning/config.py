@@ -49,6 +49,9 @@ class C4Config:
     drop_javascript_lines: bool = True  # C4: "enable javascript" warnings
     drop_curly_bracket: bool = True  # C4: a kept line with "{" means code; the page is dropped
     drop_policy_lines: bool = True  # C4: cookie / terms-of-use / privacy-policy boilerplate lines
+    # C4 also drops pages containing a word of a bad-words list (LDNOOBW for English). No list ships
+    # with this project: point this at one word or phrase per line (local or s3://) to apply it.
+    bad_words_file: str | None = None
 
 
 @dataclasses.dataclass(frozen=True)
