@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: venv test test-all demo demo-stop bench lint clean
+.PHONY: venv test test-fast demo demo-stop bench clean
 
 venv: $(STAMP)
 
@@ -21,8 +21,9 @@ $(STAMP): pyproject.toml requirements/cpu.lock
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
 
-test-all: $(STAMP)
-	$(BIN)/python -m pytest -q -m "not gpu"
+# While iterating: everything but the slow tests (kill-and-resume flow, 2-rank ZeRO-3 comparison...).
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -q -m "not slow and not gpu"
 
 demo: $(STAMP)
 	$(BIN)/python -m flows.demo
