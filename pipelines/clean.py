@@ -20,7 +20,8 @@ import sys
 
 import apache_beam as beam
 
-from common import configs, manifest, storage
+from common import manifest, storage
+from common.cli import run_job
 from pipelines import beam as beam_opts
 from pipelines.cleaning import readers
 from pipelines.cleaning.config import FORMATS, CleanConfig, build
@@ -70,18 +71,13 @@ def parse_args(argv: list[str] | None) -> tuple[CleanConfig, list[str]]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("apache_beam").setLevel(logging.WARNING)  # per-bundle worker chatter
-    try:
+    def body() -> str:
         cfg, beam_args = parse_args(argv)
-        m = run(cfg, beam_args)
-    except (InputError, storage.StorageError, configs.ConfigError, FileNotFoundError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    c = m["counters"]
-    print(f"clean: read {c['records_read']}, kept {c['kept']}, dropped {sum(c['dropped'].values())}, "
-          f"rejected {sum(c['rejected'].values())} -> {cfg.output}/manifest.json")
-    return 0
+        c = run(cfg, beam_args)["counters"]
+        return (f"clean: read {c['records_read']}, kept {c['kept']}, dropped {sum(c['dropped'].values())}, "
+                f"rejected {sum(c['rejected'].values())} -> {cfg.output}/manifest.json")
+
+    return run_job(body, (InputError,))
 
 
 if __name__ == "__main__":

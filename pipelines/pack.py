@@ -11,12 +11,10 @@ manifest.json (pipelines/packformat.py). See docs/tokenizer_and_packing.md.
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 
-from common.configs import ConfigError, apply_overrides
-from common.manifest import ManifestError
-from common.storage import StorageError
+from common.cli import run_job
+from common.configs import apply_overrides
 from pipelines.packing.config import PackConfig
 from pipelines.packing.run import EmptyInputError, run
 from pipelines.tokenizer import TokenizerError
@@ -39,19 +37,15 @@ def parse(argv: list[str] | None = None) -> tuple[PackConfig, list[str]]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("apache_beam").setLevel(logging.WARNING)  # per-bundle worker chatter
-    try:
+    def body() -> str:
         cfg, beam_args = parse(argv)
         m = run(cfg, beam_args)
-    except (EmptyInputError, TokenizerError, ManifestError, StorageError, ConfigError, FileNotFoundError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    c = m["counters"]
-    print(f"pack: {c['docs']} documents, {c['tokens_packed']} tokens -> {c['examples']} examples of "
-          f"{m['seq_len']} (padding {m['padding_fraction']:.4f}, truncated {c['tokens_truncated']}) "
-          f"-> {cfg.output}/manifest.json")
-    return 0
+        c = m["counters"]
+        return (f"pack: {c['docs']} documents, {c['tokens_packed']} tokens -> {c['examples']} examples of "
+                f"{m['seq_len']} (padding {m['padding_fraction']:.4f}, truncated {c['tokens_truncated']}) "
+                f"-> {cfg.output}/manifest.json")
+
+    return run_job(body, (EmptyInputError, TokenizerError))
 
 
 if __name__ == "__main__":

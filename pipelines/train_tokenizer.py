@@ -10,12 +10,10 @@ last, manifest.json. See docs/tokenizer_and_packing.md.
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 
-from common.configs import ConfigError, apply_overrides
-from common.manifest import ManifestError
-from common.storage import StorageError
+from common.cli import run_job
+from common.configs import apply_overrides
 from pipelines.tokenizer.config import TokenizerConfig
 from pipelines.tokenizer.load import TokenizerError
 from pipelines.tokenizer.train import run
@@ -37,17 +35,14 @@ def parse(argv: list[str] | None = None) -> TokenizerConfig:
 
 
 def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    try:
+    def body() -> str:
         cfg = parse(argv)
         m = run(cfg)
-    except (TokenizerError, ManifestError, StorageError, ConfigError, FileNotFoundError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    c = m["counters"]
-    print(f"train_tokenizer: {m['model_type']} vocab {m['vocab_size']} from {c['documents_sampled']} of "
-          f"{c['documents_total']} documents ({c['sentences']} sentences) -> {cfg.output}/manifest.json")
-    return 0
+        c = m["counters"]
+        return (f"train_tokenizer: {m['model_type']} vocab {m['vocab_size']} from {c['documents_sampled']} of "
+                f"{c['documents_total']} documents ({c['sentences']} sentences) -> {cfg.output}/manifest.json")
+
+    return run_job(body, (TokenizerError, ValueError))
 
 
 if __name__ == "__main__":
