@@ -7,6 +7,8 @@ paths run identical code and their outputs can be compared.
 
 from __future__ import annotations
 
+import abc
+
 from pipelines.cleaning import c4, gopher, langid
 from pipelines.cleaning.config import CleanConfig
 from pipelines.cleaning.normalize import normalize
@@ -14,7 +16,7 @@ from pipelines.cleaning.normalize import normalize
 EMPTY_AFTER_NORMALIZE = "empty_after_normalize"
 
 
-class Stage:
+class Stage(abc.ABC):
     name = "stage"
 
     def __init__(self, cfg: CleanConfig):
@@ -23,8 +25,9 @@ class Stage:
     def setup(self) -> None:
         """Heavy state, once per worker (nothing for most stages)."""
 
+    @abc.abstractmethod
     def apply(self, doc: dict) -> tuple[dict | None, str | None]:
-        raise NotImplementedError
+        """(the document, possibly edited, None) to keep it, or (None, drop reason)."""
 
 
 class Normalize(Stage):
