@@ -14,6 +14,7 @@ import os
 import time
 
 from common.progress import fmt_duration
+from pretraining import cost
 from pretraining.model import derived_metrics
 
 log = logging.getLogger("pretraining.train")
@@ -21,32 +22,10 @@ log = logging.getLogger("pretraining.train")
 
 def peak_flops(override: float = 0.0) -> float | None:
     """The accelerator's dense bf16 peak for MFU; None on CPU, where MFU means nothing."""
-    if override:
-        return override
-    import torch
-
-    if not torch.cuda.is_available():
-        return None
-    try:
-        from pretraining import cost
-    except ImportError:
-        return None
-    lookup = getattr(cost, "peak_flops_for_device", None)
-    if lookup is not None:
-        return lookup()
-    name = torch.cuda.get_device_name().lower()
-    table = getattr(cost, "PEAK_FLOPS", {})
-    for key, value in table.items():
-        if str(key).lower() in name:
-            return float(value)
-    return None
+    return override or cost.peak_flops_for_device()
 
 
-def flops_per_token(model_cfg, seq_len: int) -> float | None:
-    try:
-        from pretraining import cost
-    except ImportError:
-        return None
+def flops_per_token(model_cfg, seq_len: int) -> float:
     return float(cost.flops_per_token(model_cfg, seq_len))
 
 
