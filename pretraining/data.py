@@ -29,22 +29,9 @@ from common import manifest as manifests
 from common import storage
 from pipelines.packformat import PackReader, attention_mask, token_type_ids
 
-SPECIAL_NAMES = ("pad", "unk", "cls", "sep", "mask")
-
 
 class DataMismatchError(ValueError):
     """The pack and the model (or the run being resumed) disagree; training on it would be wrong."""
-
-
-def model_special_ids(model_cfg) -> dict[str, int]:
-    """Special ids of a ModelConfig, whichever spelling it uses (`pad_id` or `pad_token_id`)."""
-    out = {}
-    for name in SPECIAL_NAMES:
-        for attr in (f"{name}_id", f"{name}_token_id"):
-            if hasattr(model_cfg, attr):
-                out[name] = int(getattr(model_cfg, attr))
-                break
-    return out
 
 
 def check_compatible(pack: dict, model_cfg, *, pack_uri: str = "pack", expected_tokenizer: str = "",
@@ -54,13 +41,13 @@ def check_compatible(pack: dict, model_cfg, *, pack_uri: str = "pack", expected_
     if int(pack["vocab_size"]) != int(model_cfg.vocab_size):
         problems.append(f"vocab_size: pack {pack['vocab_size']} vs model {model_cfg.vocab_size} "
                         f"(set model.vocab_size={pack['vocab_size']} or use a pack made with the model's tokenizer)")
-    mine = model_special_ids(model_cfg)
+    mine = model_cfg.special_ids
     theirs = {k: int(v) for k, v in pack.get("special_ids", {}).items()}
     for name, mid in mine.items():
         if theirs.get(name) != mid:
             problems.append(f"special id [{name.upper()}]: pack {theirs.get(name)} vs model {mid}")
-    max_pos = getattr(model_cfg, "max_position_embeddings", None)
-    if max_pos is not None and int(pack["seq_len"]) > int(max_pos):
+    max_pos = model_cfg.max_position_embeddings
+    if int(pack["seq_len"]) > max_pos:
         problems.append(f"seq_len {pack['seq_len']} > model.max_position_embeddings {max_pos}")
     tok = pack.get("tokenizer") or {}
     if expected_tokenizer and tok.get("manifest_hash") != expected_tokenizer:
