@@ -15,13 +15,13 @@ import dataclasses
 import json
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+from common.processes import alive, kill_group
 from common.storage import StorageSettings
 
 # Local-only credentials for the loopback gateway; never used against a real store.
@@ -125,7 +125,7 @@ class LocalS3:
     def stop(self) -> None:
         pid = self.process.pid if self.process else _read_pid(self.data_dir)
         if pid:
-            _kill_group(pid)
+            kill_group(pid, grace_s=5.0)
         if self.process:
             try:
                 self.process.wait(timeout=10)
@@ -141,28 +141,9 @@ def _read_pid(data_dir: str) -> int | None:
         return None
 
 
-def _kill_group(pid: int) -> None:
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        try:
-            os.killpg(pid, sig)
-        except ProcessLookupError:
-            return
-        for _ in range(50):
-            try:
-                os.kill(pid, 0)
-            except ProcessLookupError:
-                return
-            time.sleep(0.1)
-
-
 def running_endpoint(data_dir: str) -> str | None:
     """The endpoint of a server started earlier in `data_dir`, if it is still alive."""
-    pid = _read_pid(data_dir)
-    if not pid:
-        return None
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+    if not alive(_read_pid(data_dir)):
         return None
     ep = Path(data_dir, "endpoint")
     return ep.read_text().strip() if ep.exists() else None

@@ -23,7 +23,6 @@ import argparse
 import dataclasses
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -31,6 +30,7 @@ import urllib.request
 from pathlib import Path
 
 from common import seaweedfs
+from common.processes import alive, kill_group
 from common.seaweedfs import LocalS3, free_port
 from common.seaweedfs import port_free
 
@@ -44,38 +44,11 @@ def _prefect() -> str:
     return str(p) if p.exists() else "prefect"
 
 
-def _alive(pid: int | None) -> bool:
-    if not pid:
-        return False
-    try:
-        os.kill(pid, 0)
-    except (ProcessLookupError, PermissionError):
-        return False
-    return True
-
-
 def _read_pid(path: Path) -> int | None:
     try:
         return int(path.read_text().strip())
     except (FileNotFoundError, ValueError):
         return None
-
-
-def _kill_group(pid: int, grace_s: float = 15.0) -> None:
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        try:
-            os.killpg(pid, sig)
-        except ProcessLookupError:
-            return
-        deadline = time.monotonic() + grace_s
-        while time.monotonic() < deadline:
-            if not _alive(pid):
-                return
-            try:
-                os.waitpid(pid, os.WNOHANG)
-            except ChildProcessError:
-                pass
-            time.sleep(0.2)
 
 
 def _bindable(port: int) -> bool:
@@ -178,7 +151,7 @@ class LocalStack:
         port = self.s3_port if self.s3_port and port_free(self.s3_port) else 0
         return LocalS3(data, port).start().endpoint_url
 
-    def server_alive(self) -> bool:
+    def serveralive(self) -> bool:
         try:
             with urllib.request.urlopen(self.api_url + "/health", timeout=3) as r:
                 return r.status == 200
@@ -187,7 +160,7 @@ class LocalStack:
 
     def start_server(self, timeout: float = 180.0) -> str:
         pid = _read_pid(self.prefect_home / "server.pid")
-        if _alive(pid) and self.server_alive():
+        if alive(pid) and self.serveralive():
             return self.api_url
         check_server_deps()
         self.prefect_home.mkdir(parents=True, exist_ok=True)
@@ -203,10 +176,10 @@ class LocalStack:
             if proc.poll() is not None:
                 raise RuntimeError(f"the Prefect server exited ({proc.returncode}); "
                                    f"see {self.prefect_home / 'server.log'}")
-            if self.server_alive():
+            if self.serveralive():
                 return self.api_url
             time.sleep(1)
-        _kill_group(proc.pid)
+        kill_group(proc.pid)
         raise RuntimeError(f"the Prefect server did not answer within {timeout:.0f}s; "
                            f"see {self.prefect_home}/server.log")
 
@@ -222,7 +195,7 @@ class LocalStack:
 
     def start_worker(self) -> int:
         pid = _read_pid(self.base / "worker.pid")
-        if _alive(pid):
+        if alive(pid):
             return pid  # type: ignore[return-value]
         log = open(self.base / "worker.log", "ab")
         proc = subprocess.Popen([_prefect(), "worker", "start", "--pool", POOL, "--type", "process",
@@ -250,8 +223,8 @@ class LocalStack:
     def stop(self) -> None:
         for pidfile in (self.base / "worker.pid", self.prefect_home / "server.pid"):
             pid = _read_pid(pidfile)
-            if pid and _alive(pid):
-                _kill_group(pid)
+            if pid and alive(pid):
+                kill_group(pid)
             pidfile.unlink(missing_ok=True)
         if not self.external_s3:
             LocalS3(str(self.base / "seaweedfs")).stop()

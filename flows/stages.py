@@ -14,7 +14,6 @@ import importlib
 import logging
 import os
 import shlex
-import signal
 import subprocess
 import sys
 import threading
@@ -23,8 +22,8 @@ from typing import Callable
 
 from common import manifest as manifests
 from common import storage
-from common.seaweedfs import port_free
-from common.seaweedfs import free_port
+from common.processes import kill_group
+from common.seaweedfs import free_port, port_free
 from flows.params import RunSpec
 
 log = logging.getLogger("flows.stages")
@@ -171,16 +170,8 @@ def run_streaming(cmd: list[str], on_line: Callable[[str], None], cwd: str | Non
 
 
 def terminate_group(proc: subprocess.Popen, grace_s: float = 60.0) -> None:
-    for sig, wait_s in ((signal.SIGTERM, grace_s), (signal.SIGKILL, 10.0)):
-        try:
-            os.killpg(proc.pid, sig)
-        except ProcessLookupError:
-            return
-        try:
-            proc.wait(timeout=wait_s)
-            return
-        except subprocess.TimeoutExpired:
-            continue
+    """Stop the launcher tree; the grace period lets the ranks write a checkpoint on SIGTERM."""
+    kill_group(proc.pid, grace_s)
 
 
 def latest_checkpoint(run_uri: str) -> tuple[str, dict] | None:
