@@ -6,6 +6,7 @@ Exit codes: 0 done, 2 a problem the user can fix (bad input, config, storage), p
 
 from __future__ import annotations
 
+import argparse
 import logging
 import sys
 from typing import Callable
@@ -16,6 +17,12 @@ from common.storage import StorageError
 
 # Errors every job treats as the user's to fix; jobs add their own.
 USER_ERRORS: tuple[type[BaseException], ...] = (ConfigError, ManifestError, StorageError, FileNotFoundError)
+
+
+def add_overrides(ap: argparse.ArgumentParser, example: str) -> None:
+    """`--set KEY=VALUE ...`: one or more pairs per flag, and the flag repeatable, the same in every job."""
+    ap.add_argument("--set", action="extend", nargs="+", default=[], metavar="KEY=VALUE",
+                    help=f"config field overrides, dotted keys (e.g. --set {example}); repeatable")
 
 
 def run_job(body: Callable[[], str], user_errors: tuple[type[BaseException], ...] = ()) -> int:

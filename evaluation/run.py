@@ -11,19 +11,16 @@ manifest.json). Flows call `run(cfg)` directly; see docs/evaluation.md.
 from __future__ import annotations
 
 import argparse
-import logging
-import sys
 
-from common.configs import ConfigError, apply_overrides
-from common.manifest import ManifestError
-from common.storage import StorageError
+from common.cli import add_overrides, run_job
+from common.configs import apply_overrides
 from evaluation.config import EvalConfig
 from evaluation.evaluate import evaluate
 from evaluation.glue_data import DataFormatError
 from evaluation.model_io import ModelError
 from evaluation.tasks import TaskError
 
-USER_ERRORS = (TaskError, ModelError, DataFormatError, ConfigError, ManifestError, StorageError)
+USER_ERRORS = (TaskError, ModelError, DataFormatError)  # besides common.cli's config, manifest and storage errors
 
 
 def parse(argv: list[str] | None = None) -> EvalConfig:
@@ -33,8 +30,7 @@ def parse(argv: list[str] | None = None) -> EvalConfig:
     ap.add_argument("--output", required=True, help="root URI; the report goes to <output>/reports/<name>/<timestamp>/")
     ap.add_argument("--seeds", type=int, default=3, help="fine-tuning runs per task; the median is reported")
     ap.add_argument("--data-dir", default="", help="local/s3 mirror in official formats; default: the HF hub")
-    ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
-                    help="config overrides, e.g. finetune.max_steps=5 report.regression_margin=0.5")
+    add_overrides(ap, "finetune.max_steps=5 report.regression_margin=0.5")
     a = ap.parse_args(argv)
     cfg = EvalConfig(model=a.model, output=a.output, tasks=tuple(a.tasks.split(",")), seeds=a.seeds,
                      data_dir=a.data_dir)
@@ -46,16 +42,10 @@ def run(cfg: EvalConfig) -> dict:
     return evaluate(cfg)
 
 
-def main(argv: list[str] | None = None) -> dict:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    try:
-        m = run(parse(argv))
-    except USER_ERRORS as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        raise SystemExit(2) from None
-    print(m["report_uri"])
-    return m
+def main(argv: list[str] | None = None) -> int:
+    """CLI entry: 0 and the report URI printed, or 2 and one `error:` line for a problem the user can fix."""
+    return run_job(lambda: run(parse(argv))["report_uri"], USER_ERRORS)
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

@@ -235,10 +235,8 @@ def evaluate_stage(spec: RunSpec, model: dict) -> dict:
     config = spec.evaluation.model_dump(exclude={"enabled"})
 
     def run():
-        m = stages.call_main("evaluation.run", stages.eval_argv(spec, model["output"]))
-        if isinstance(m, dict) and m.get("report_uri"):
-            return _read(m["report_uri"], "report")
-        found = stages.find_reports(spec.run_root, model["manifest_hash"])
+        stages.call_main("evaluation.run", stages.eval_argv(spec, model["output"]))
+        found = stages.find_reports(spec.run_root, model["manifest_hash"])  # the newest is the one just written
         if not found:
             raise stages.StageError(f"evaluation wrote no report under {spec.run_root}/reports")
         return found[-1]

@@ -21,7 +21,7 @@ import sys
 import apache_beam as beam
 
 from common import manifest, storage
-from common.cli import run_job
+from common.cli import add_overrides, run_job
 from pipelines import beam as beam_opts
 from pipelines.cleaning import readers
 from pipelines.cleaning.config import FORMATS, CleanConfig, build
@@ -64,8 +64,7 @@ def parse_args(argv: list[str] | None) -> tuple[CleanConfig, list[str]]:
     ap.add_argument("--output", required=True, help="output URI (directory or s3://bucket/prefix)")
     ap.add_argument("--config", help="JSON or YAML file with CleanConfig fields (docs/clean.md)")
     ap.add_argument("--format", choices=FORMATS, help="force one reader for every input (default: detect)")
-    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                    help="override one config field, e.g. --set langid.languages=en,de")
+    add_overrides(ap, "langid.languages=en,de dedup.bands=20")
     args, beam_args = ap.parse_known_args(argv)
     return build(args.input, args.output, args.format, args.config, args.set), beam_args
 

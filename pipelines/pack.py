@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from common.cli import run_job
+from common.cli import add_overrides, run_job
 from common.configs import apply_overrides
 from pipelines.packing.config import PackConfig
 from pipelines.packing.run import EmptyInputError, run
@@ -29,7 +29,7 @@ def parse(argv: list[str] | None = None) -> tuple[PackConfig, list[str]]:
     ap.add_argument("--max-seq-length", type=int, default=PackConfig.max_seq_length)
     ap.add_argument("--seed", type=int, default=PackConfig.seed)
     ap.add_argument("--num-shards", type=int, default=PackConfig.num_shards)
-    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="any other config field")
+    add_overrides(ap, "short_seq_prob=0.0 cross_document=false")
     a, beam_args = ap.parse_known_args(argv)
     cfg = PackConfig(input=a.input, tokenizer=a.tokenizer, output=a.output, max_seq_length=a.max_seq_length,
                      seed=a.seed, num_shards=a.num_shards)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from common.cli import run_job
+from common.cli import add_overrides, run_job
 from common.configs import apply_overrides
 from pipelines.tokenizer.config import TokenizerConfig
 from pipelines.tokenizer.load import TokenizerError
@@ -27,7 +27,7 @@ def parse(argv: list[str] | None = None) -> TokenizerConfig:
     ap.add_argument("--vocab-size", type=int, default=TokenizerConfig.vocab_size)
     ap.add_argument("--model-type", choices=["unigram", "bpe"], default=TokenizerConfig.model_type)
     ap.add_argument("--sample-docs", type=int, default=TokenizerConfig.sample_docs)
-    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="any other config field")
+    add_overrides(ap, "character_coverage=0.9995")
     a = ap.parse_args(argv)
     cfg = TokenizerConfig(input=a.input, output=a.output, vocab_size=a.vocab_size, model_type=a.model_type,
                           sample_docs=a.sample_docs)

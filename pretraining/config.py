@@ -43,12 +43,15 @@ class OptimConfig:
     eps: float = 1e-6  # the paper's epsilon (BERT's), not torch's 1e-8
     weight_decay: float = 0.01  # not applied to LayerNorm weights and biases
     clip: float = 1.0  # global gradient-norm clipping
+    implementation: str = "torch"  # GPU AdamW: "torch" (fused, no build step) or "deepspeed" (FusedAdam, built with nvcc)
 
     def __post_init__(self) -> None:
         if self.lr <= 0 or self.eps <= 0 or self.clip < 0 or self.weight_decay < 0:
             raise configs.ConfigError("optim.lr and optim.eps must be positive, clip and weight_decay >= 0")
         if not (0 <= self.beta1 < 1 and 0 <= self.beta2 < 1):
             raise configs.ConfigError(f"optim betas must be in [0, 1), got {self.beta1}, {self.beta2}")
+        if self.implementation not in ("torch", "deepspeed"):
+            raise configs.ConfigError(f"optim.implementation must be 'torch' or 'deepspeed', got {self.implementation!r}")
 
 
 @dataclasses.dataclass(frozen=True)

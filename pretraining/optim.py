@@ -22,11 +22,20 @@ def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
             {"params": no_decay, "weight_decay": 0.0, "name": "no_decay"}]
 
 
-def ds_optimizer_section(cfg: OptimConfig, *, torch_adam: bool) -> dict:
-    """The ds_config `optimizer` block. On CPU DeepSpeed's fused Adam is unavailable, so torch's AdamW runs."""
+def ds_optimizer_section(cfg: OptimConfig, *, on_cpu: bool, offload: bool = False) -> dict:
+    """The ds_config `optimizer` block: which AdamW implementation DeepSpeed builds.
+
+    - optimizer states offloaded to CPU: DeepSpeed's CPU Adam (the only one ZeRO-Offload steps with);
+    - `optim.implementation=torch` (default): torch's AdamW, fused on GPU. As fast as DeepSpeed's
+      FusedAdam and needs no CUDA toolkit: FusedAdam is compiled on first use with nvcc, which
+      many training images (pip-installed torch) do not have;
+    - `optim.implementation=deepspeed` on GPU: DeepSpeed's FusedAdam.
+    """
     params = {"lr": cfg.lr, "betas": [cfg.beta1, cfg.beta2], "eps": cfg.eps, "weight_decay": cfg.weight_decay}
-    if torch_adam:
+    if on_cpu or (cfg.implementation == "torch" and not offload):
         params["torch_adam"] = True
+        if not on_cpu:
+            params["fused"] = True  # one kernel for all tensors (torch.optim.AdamW(fused=True))
     return {"type": "AdamW", "params": params}
 
 

@@ -149,8 +149,7 @@ class FakeStages:
                                                                    "median": {"accuracy": 0.5}, "paper": 91.2}}}
             storage.write_text(storage.join(report, "results.json"), json.dumps(results))
             storage.write_text(storage.join(report, "report.md"), "# report")
-            m = self._derive(report, "report", [arg["--model"]])
-            return {**m, "report_uri": report}
+            self._derive(report, "report", [arg["--model"]])
         return 0
 
     def _derive(self, out: str, kind: str, input_uris: list[str], **extra) -> dict:

@@ -360,6 +360,7 @@ def test_bf16_autocast_on_gpu_tracks_fp32():
 @pytest.mark.slow
 def test_train_step_benchmark_runs(tmp_path):
     import json
+    import math
     import os
     import subprocess
     import sys
@@ -368,9 +369,13 @@ def test_train_step_benchmark_runs(tmp_path):
     repo = Path(__file__).resolve().parent.parent
     out = tmp_path / "bench.json"
     subprocess.run([sys.executable, str(repo / "benchmarks" / "train_step.py"), "--size", "tiny", "--seq-len", "64",
-                    "--batch", "4", "--modes", "torch,zero3", "--rounds", "2", "--steps", "1", "--warmup", "1",
+                    "--batch", "4", "--modes", "torch,zero0,zero2,zero3", "--dtype", "bf16", "--rounds", "2",
+                    "--steps", "1", "--warmup", "1",
                     "--threads", "1", "--json", str(out)], check=True, cwd=repo, capture_output=True, timeout=300,
                    env={**os.environ, "DS_ACCELERATOR": "cpu"})
     report = json.loads(out.read_text())
-    assert [r["name"].split(" ")[0] for r in report["results"]] == ["ours", "peer", "ours/zero3"]
+    # The GPU mode's path short of CUDA: bf16 on both sides and the project's ds_configs in DeepSpeed engines.
+    assert [r["name"].split(" ")[0] for r in report["results"]] == ["ours", "peer", "ours/zero0", "ours/zero2",
+                                                                    "ours/zero3"]
+    assert report["args"]["dtype"] == "bf16" and all(math.isfinite(r["last_loss"]) for r in report["results"])
     assert report["ratio"] > 1.0 and report["machine"]["device"]

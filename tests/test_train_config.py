@@ -48,16 +48,32 @@ def test_ds_config_filled_from_train_config(tmp_path):
     assert tuple(ds[k] for k in sizes) == (16, 4, 2)
     assert ds["gradient_clipping"] == 1.0 and ds["zero_optimization"]["stage"] == 3
     assert ds["optimizer"]["params"]["torch_adam"] is True and ds["optimizer"]["params"]["eps"] == 1e-6
-    with pytest.raises(TrainError, match="bf16 but this run is on CPU"):
-        build_ds_config(str(REPO_CONFIGS / "zero3.json"), cfg, world=2, on_cpu=True)
-    gpu = build_ds_config(str(REPO_CONFIGS / "zero3.json"), cfg, world=2, on_cpu=False)
-    assert gpu["bf16"]["enabled"] and "torch_adam" not in gpu["optimizer"]["params"]
+    fp16 = tmp_path / "fp16.json"
+    fp16.write_text(json.dumps({"fp16": {"enabled": True}, "zero_optimization": {"stage": 3}}))
+    with pytest.raises(TrainError, match="fp16, which DeepSpeed's CPU accelerator does not train in"):
+        build_ds_config(str(fp16), cfg, world=2, on_cpu=True)
+    assert build_ds_config(str(REPO_CONFIGS / "zero3.json"), cfg, world=2, on_cpu=True)["bf16"]["enabled"]
+
     clash = tmp_path / "clash.json"
     clash.write_text(json.dumps({"train_batch_size": 32, "zero_optimization": {"stage": 3}}))
     with pytest.raises(TrainError, match="train_batch_size=32 but the run config gives 16"):
         build_ds_config(str(clash), cfg, world=2, on_cpu=True)
     for name in ("zero3.json", "zero3_offload.json", "zero2.json", "cpu.json"):
         assert "optimizer" not in json.loads((REPO_CONFIGS / name).read_text())
+
+
+def test_gpu_optimizer_choice():
+    """GPU: torch's fused AdamW (no nvcc needed) unless asked for DeepSpeed's; ZeRO-Offload: DeepSpeed's CPU Adam."""
+    cfg = train_config("tiny", ["data.train_batch=16", "data.micro_batch=4"])
+    gpu = build_ds_config(str(REPO_CONFIGS / "zero3.json"), cfg, world=2, on_cpu=False)
+    assert gpu["bf16"]["enabled"] and gpu["optimizer"]["params"]["torch_adam"] and gpu["optimizer"]["params"]["fused"]
+    offload = build_ds_config(str(REPO_CONFIGS / "zero3_offload.json"), cfg, world=2, on_cpu=False)
+    assert "torch_adam" not in offload["optimizer"]["params"]
+    ds_fused = train_config("tiny", ["data.train_batch=16", "data.micro_batch=4", "optim.implementation=deepspeed"])
+    params = build_ds_config(str(REPO_CONFIGS / "zero3.json"), ds_fused, world=2, on_cpu=False)["optimizer"]["params"]
+    assert "torch_adam" not in params and "fused" not in params
+    with pytest.raises(ConfigError, match="optim.implementation must be"):
+        train_config("tiny", ["optim.implementation=apex"])
 
 
 def test_param_groups_exclude_layernorm_and_bias():
