@@ -34,6 +34,8 @@ demo-stop:
 bench: $(STAMP)
 	$(BIN)/python benchmarks/clean_throughput.py
 	$(BIN)/python benchmarks/pack_throughput.py
+	$(BIN)/python benchmarks/loader_throughput.py
+	$(BIN)/python benchmarks/loader_throughput.py --latency-ms 30
 	$(BIN)/python benchmarks/train_step.py
 
 clean:

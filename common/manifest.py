@@ -99,7 +99,8 @@ def write(output: str, manifest: dict, settings: storage.StorageSettings | None 
     if manifest.get("manifest_hash") != hash_of(manifest):
         manifest = {**manifest, "manifest_hash": hash_of(manifest)}
     uri = manifest_uri(output)
-    storage.publish_atomic(uri, (json.dumps(manifest, indent=1, sort_keys=True, ensure_ascii=False) + "\n").encode())
+    body = json.dumps(manifest, indent=1, sort_keys=True, ensure_ascii=False) + "\n"
+    storage.publish_atomic(uri, body.encode(), settings)
     return uri
 
 

@@ -134,15 +134,18 @@ def normalize(uri: str) -> str:
 
 # ----------------------------------------------------------------------------- client
 
-_CLIENTS: dict[StorageSettings, object] = {}
+_CLIENTS: dict[tuple[int, StorageSettings], object] = {}
 _CLIENT_LOCK = threading.Lock()
 
 
 def client(settings: StorageSettings | None = None):
     """A cached boto3 S3 client with retries for these settings."""
     s = settings or StorageSettings.from_env()
+    # Keyed by process too: a forked child (DataLoader workers, multiprocessing) must not reuse the
+    # parent's connection pool, whose sockets the two processes would then share.
+    key = (os.getpid(), s)
     with _CLIENT_LOCK:
-        c = _CLIENTS.get(s)
+        c = _CLIENTS.get(key)
         if c is None:
             import boto3
             from botocore.config import Config
@@ -162,7 +165,7 @@ def client(settings: StorageSettings | None = None):
                 region_name=s.region,
                 config=cfg,
             )
-            _CLIENTS[s] = c
+            _CLIENTS[key] = c
     return c
 
 

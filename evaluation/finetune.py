@@ -7,16 +7,46 @@ needs and the TrainingArguments of the recipe.
 
 from __future__ import annotations
 
+import logging
 import re
 import tempfile
 
 import torch
 from transformers import Trainer, TrainingArguments
+from transformers.utils import logging as hf_logging
 
 from evaluation.config import FinetuneConfig
+from evaluation.model_io import ModelError
+
+log = logging.getLogger("evaluation")
 
 _LAYER = re.compile(r"\.encoder\.layer\.(\d+)\.")
 _NO_DECAY = ("bias", "LayerNorm.weight", "layer_norm.weight")  # ELECTRA/BERT exclude these from weight decay
+
+
+def load_for_finetuning(auto_class, model_dir: str, **kwargs) -> torch.nn.Module:
+    """`auto_class.from_pretrained` where only the new task head may start from random weights.
+
+    transformers reports fresh weights as a warning table on every load (for fine-tuning the head
+    is always new). Here that is checked instead: a missing or mis-shaped encoder tensor means the
+    directory is not the pretrained discriminator, and fine-tuning it would only report noise.
+    """
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    try:
+        model, info = auto_class.from_pretrained(model_dir, output_loading_info=True, **kwargs)
+    finally:
+        hf_logging.set_verbosity(verbosity)
+    base = model.base_model_prefix + "."
+    encoder_missing = [k for k in info.get("missing_keys", ()) if k.startswith(base)]
+    mismatched = [str(k) for k in info.get("mismatched_keys", ())]
+    if encoder_missing or mismatched:
+        shown = (encoder_missing + mismatched)[:5]
+        raise ModelError(f"{model_dir}: {len(encoder_missing)} encoder tensors missing and {len(mismatched)} of the "
+                         f"wrong shape (e.g. {', '.join(shown)}); point --model at an exported discriminator")
+    head = sorted(k for k in info.get("missing_keys", ()) if not k.startswith(base))
+    log.info("%s: encoder loaded; new %s head initialised (%s)", model_dir, type(model).__name__, ", ".join(head))
+    return model
 
 
 def layer_depth(param_name: str, num_layers: int) -> int:

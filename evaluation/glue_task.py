@@ -6,7 +6,7 @@ import numpy as np
 from transformers import AutoModelForSequenceClassification, DataCollatorWithPadding, set_seed
 
 from evaluation.config import FinetuneConfig
-from evaluation.finetune import ListDataset, LLRDTrainer, training_args
+from evaluation.finetune import ListDataset, LLRDTrainer, load_for_finetuning, training_args
 from evaluation.metrics import glue_scores
 from evaluation.tasks import TaskSpec, split_label
 
@@ -25,7 +25,7 @@ def run_glue_seed(task: TaskSpec, data: dict[str, list[dict]], model_dir: str, t
     """{result key (cola, mnli_m, ...): {metric: score}} for one fine-tuning run."""
     set_seed(seed)  # before the model exists: the seed must also pick the new head's initial weights
     kw = {"problem_type": "regression"} if task.num_labels == 1 else {}
-    model = AutoModelForSequenceClassification.from_pretrained(model_dir, num_labels=task.num_labels, **kw)
+    model = load_for_finetuning(AutoModelForSequenceClassification, model_dir, num_labels=task.num_labels, **kw)
     epochs = ft.epochs if ft.epochs is not None else task.epochs
     train = data["train"]
     if ft.double_unordered and task.unordered:

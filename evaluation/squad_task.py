@@ -6,7 +6,7 @@ from transformers import AutoModelForQuestionAnswering, default_data_collator, s
 
 from evaluation import squad_metrics
 from evaluation.config import FinetuneConfig
-from evaluation.finetune import ListDataset, LLRDTrainer, training_args
+from evaluation.finetune import ListDataset, LLRDTrainer, load_for_finetuning, training_args
 from evaluation.qa_features import featurize
 from evaluation.qa_postprocess import postprocess
 from evaluation.squad_data import to_official
@@ -25,7 +25,7 @@ def score(task: TaskSpec, examples: list[dict], preds: dict, na_probs: dict) -> 
 def run_squad_seed(task: TaskSpec, data: dict[str, list[dict]], model_dir: str, tokenizer, ft: FinetuneConfig, *,
                    lr: float, layer_decay: float, seed: int, use_cpu: bool) -> dict[str, dict[str, float]]:
     set_seed(seed)  # before the model exists: the seed must also pick the new head's initial weights
-    model = AutoModelForQuestionAnswering.from_pretrained(model_dir)
+    model = load_for_finetuning(AutoModelForQuestionAnswering, model_dir)
     train_feats, _, _ = featurize(data["train"], tokenizer, ft)
     epochs = ft.epochs if ft.epochs is not None else task.epochs
     trainer = LLRDTrainer(model=model, args=training_args(ft, lr=lr, epochs=epochs, seed=seed, use_cpu=use_cpu),

@@ -23,8 +23,10 @@ class DataConfig:
     micro_batch: int = 32  # sequences per rank per forward; bounded by accelerator memory
     grad_accum: int = 0  # micro-batches per rank per step; 0 = derive as train_batch / (micro_batch x world)
     chunk_examples: int = 16  # consecutive examples per range request; smaller shuffles finer, larger reads faster
-    prefetch_steps: int = 4  # steps read ahead in the background, to hide S3 latency behind compute
-    workers: int = 2  # background reader threads (range requests in flight at once)
+    # Range requests in flight = min(workers, prefetch_steps); a rank's read rate is about
+    # in-flight x chunk_examples / store latency (benchmarks/loader_throughput.py, docs/benchmarks.md).
+    prefetch_steps: int = 16  # steps read ahead in the background, to hide S3 latency behind compute
+    workers: int = 8  # background reader threads; I/O-bound, so threads, and more than cores is fine
     tokenizer_hash: str = ""  # if set, the pack must have been built with this tokenizer manifest hash
 
     def __post_init__(self) -> None:

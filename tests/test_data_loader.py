@@ -125,3 +125,22 @@ def test_prefetch_runs_ahead_in_the_background(real_pack):
     assert ld.counters["examples"] >= 4 * 8  # the next steps were read while the consumer slept
     counts = collections.Counter(b.step for b in it)
     assert sorted(counts) == list(range(2, 21))
+
+
+@pytest.mark.slow
+def test_loader_benchmark_runs(tmp_path):
+    """benchmarks/loader_throughput.py end to end on a small pack (its own SeaweedFS): every reader reports."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parent.parent
+    out = tmp_path / "bench.json"
+    subprocess.run([sys.executable, str(repo / "benchmarks" / "loader_throughput.py"), "--examples", "1024",
+                    "--shards", "2", "--read", "256", "--rounds", "1", "--json", str(out)],
+                   check=True, cwd=repo, capture_output=True, timeout=300)
+    report = json.loads(out.read_text())
+    assert set(report["examples_per_s"]) == {"loader", "peer", "sequential"}
+    assert all(v > 0 for v in report["examples_per_s"].values())
+    assert 400 < report["h100_large_demand_examples_per_s"] < 500  # 2.17 GFLOP/token at 50% of 989 TFLOP/s

@@ -6,7 +6,8 @@ import torch
 from transformers import ElectraConfig, ElectraForSequenceClassification
 
 from evaluation.config import FinetuneConfig
-from evaluation.finetune import layer_depth, llrd_param_groups
+from evaluation.finetune import layer_depth, llrd_param_groups, load_for_finetuning
+from evaluation.model_io import ModelError
 from evaluation.qa_features import windows
 from evaluation.qa_postprocess import postprocess
 from evaluation.testing import tiny_tokenizer
@@ -34,6 +35,27 @@ def test_llrd_groups_lr_and_weight_decay():
     assert by_name["classifier.out_proj.bias"]["weight_decay"] == 0.0
     assert by_name["electra.encoder.layer.0.output.LayerNorm.weight"]["weight_decay"] == 0.0
     assert by_name["electra.encoder.layer.0.output.dense.weight"]["weight_decay"] == 0.01
+
+
+def test_fine_tuning_load_accepts_a_new_head_and_refuses_missing_encoder_weights(tmp_path, caplog):
+    from safetensors.torch import load_file, save_file
+    from transformers import AutoModelForQuestionAnswering, ElectraForPreTraining
+
+    cfg = ElectraConfig(vocab_size=50, embedding_size=8, hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
+                        intermediate_size=32)
+    ElectraForPreTraining(cfg).save_pretrained(tmp_path / "disc")
+    with caplog.at_level("INFO", logger="evaluation"):
+        model = load_for_finetuning(AutoModelForQuestionAnswering, str(tmp_path / "disc"))
+    assert type(model).__name__ == "ElectraForQuestionAnswering"
+    assert "new ElectraForQuestionAnswering head initialised (qa_outputs.bias, qa_outputs.weight)" in caplog.text
+    assert "LOAD REPORT" not in caplog.text
+
+    weights = tmp_path / "disc" / "model.safetensors"
+    sd = load_file(weights)
+    del sd["electra.encoder.layer.1.output.dense.weight"]
+    save_file(sd, weights, metadata={"format": "pt"})
+    with pytest.raises(ModelError, match="1 encoder tensors missing .*electra.encoder.layer.1.output.dense.weight"):
+        load_for_finetuning(ElectraForSequenceClassification, str(tmp_path / "disc"), num_labels=2)
 
 
 CONTEXT = ("The Normans were the people who in the 10th and 11th centuries gave their name to Normandy, "

@@ -54,3 +54,29 @@ def test_raw_to_pack_through_s3(s3_bucket):
     hf = load_hf(f"{s3_bucket}/tok")
     sample = [d["text"][:2000] for d in kept[:50]]
     assert hf(sample, add_special_tokens=False)["input_ids"] == sp.encode(sample)
+
+
+def test_beam_s3_options_alone_reach_the_store(s3_server, s3_bucket, monkeypatch, tmp_path):
+    """No AWS_* variables: the clean and pack jobs find the store through Beam's S3Options flags alone, for
+    Beam's own I/O, the project's reads and writes in the workers, and the manifests written last."""
+    raw = [{"id": d["id"], "url": f"http://prose.test/{i}", "text": d["text"]}
+           for i, d in enumerate(prose.documents(limit_chars=200_000, multilingual=False))]
+    body = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in raw).encode()
+    storage.write_bytes(f"{s3_bucket}/raw/prose.jsonl.gz", gzip.compress(body, mtime=0))
+    # The tokenizer job is no Beam job (it reads AWS_*): train it while the variables are still set.
+    prose.write_documents(str(tmp_path / "docs"), [{"id": r["id"], "text": r["text"]} for r in raw], num_shards=1)
+    assert train_tokenizer.main(["--input", str(tmp_path / "docs"), "--output", f"{s3_bucket}/tok",
+                                 "--vocab-size", "1000"]) == 0
+    for key in ("AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "S3_ENDPOINT_URL"):
+        monkeypatch.delenv(key, raising=False)
+    settings = s3_server.settings
+    beam_args = ["--direct_num_workers=2", *storage.beam_s3_args(settings)]
+    assert clean.main(["--input", f"{s3_bucket}/raw/*.jsonl.gz", "--output", f"{s3_bucket}/clean", *beam_args]) == 0
+    assert pack.main(["--input", f"{s3_bucket}/clean", "--tokenizer", f"{s3_bucket}/tok",
+                      "--output", f"{s3_bucket}/pack", "--max-seq-length", "128", *beam_args]) == 0
+    m = manifest.read(f"{s3_bucket}/pack", kind="pack", settings=settings)
+    assert m["counters"]["examples"] > 0
+    assert manifest.read(f"{s3_bucket}/clean", kind="documents", settings=settings)["counters"]
+    with pytest.raises(storage.StorageError, match="no S3 credentials"):
+        storage.read_bytes(f"{s3_bucket}/pack/manifest.json")  # and nothing above fell back on the environment
+
