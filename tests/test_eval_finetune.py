@@ -116,7 +116,7 @@ def test_unordered_pairs_are_doubled(monkeypatch, tok):
         raise Stop
 
     monkeypatch.setattr(glue_task, "encode", fake_encode)
-    monkeypatch.setattr(glue_task.AutoModelForSequenceClassification, "from_pretrained", lambda *a, **k: None)
+    monkeypatch.setattr(glue_task, "load_for_finetuning", lambda *a, **k: None)
     rows = [{"sentence1": "a", "sentence2": "b", "label": 1}]
     for name in ("mrpc", "rte"):
         with pytest.raises(Stop):
