@@ -5,7 +5,8 @@
         [--set finetune.max_steps=100 report.regression_margin=0.5]
 
 The report lands in <output>/reports/<name>/<timestamp>/ (results.json, report.md, report.html,
-manifest.json). Flows call `run(cfg)` directly; see docs/evaluation.md.
+manifest.json). The flow runs `main(argv)` like every job; code that wants the manifest calls `run(cfg)`.
+See docs/evaluation.md.
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ def parse(argv: list[str] | None = None) -> EvalConfig:
 
 
 def run(cfg: EvalConfig) -> dict:
-    """Library entry for flows and tests: the report manifest (`report_uri` = the report dir)."""
+    """Library entry: the report manifest (`report_uri` = the report dir)."""
     return evaluate(cfg)
 
 
