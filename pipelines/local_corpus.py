@@ -154,7 +154,7 @@ def build(output: str, max_mb: float = 20, fmt: str = "warc", file_mb: float = 4
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m pipelines.local_corpus", description=__doc__.split("\n\n")[0])
-    ap.add_argument("--output", required=True, help="local directory for corpus-XXXXX.* files")
+    ap.add_argument("--output", required=True, help="local directory for corpus-00000.* files (numbered from 00000)")
     ap.add_argument("--max-mb", type=float, default=20, help="stop after this many MB of page payload")
     ap.add_argument("--format", choices=("warc", "jsonl", "text"), default="warc")
     ap.add_argument("--file-mb", type=float, default=4, help="payload MB per output file (parallelism unit)")

@@ -4,7 +4,7 @@
         --output s3://corpus/pack-512 --max-seq-length 512 [--seed 0] [--set key=value ...] \
         [Beam options: --runner, --direct_num_workers, ...]
 
-Writes shards/part-XXXXX-of-YYYYY.bin (uint16 rows [examples, seq_len]) and, last,
+Writes shards/part-00000-of-00008.bin and its siblings (uint16 rows [examples, seq_len]) and, last,
 manifest.json (pipelines/packformat.py). See docs/tokenizer_and_packing.md.
 """
 
