@@ -7,14 +7,44 @@ import signal
 import time
 
 
+def _state(pid: int) -> str | None:
+    """The process state letter from /proc (R, S, D, Z...), or None where /proc does not tell."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            return f.read().rsplit(b")", 1)[1].split()[0].decode()
+    except (OSError, IndexError):
+        return None
+
+
 def alive(pid: int | None) -> bool:
+    """True while `pid` runs. A zombie (exited, not yet reaped by its parent) is dead: it serves nothing.
+
+    A zombie that is our own child is reaped here, so its pid can be reused.
+    """
     if not pid:
         return False
     try:
         os.kill(pid, 0)
     except (ProcessLookupError, PermissionError):
         return False
-    return True
+    try:
+        done, _ = os.waitpid(pid, os.WNOHANG)
+        if done == pid:
+            return False
+    except ChildProcessError:
+        pass  # not our child: /proc tells
+    return _state(pid) not in ("Z", "X")
+
+
+def cmdline(pid: int | None) -> list[str]:
+    """The command line of a running process ([] when gone or unreadable): to tell our server from a reused pid."""
+    if not pid:
+        return []
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return [a.decode(errors="replace") for a in f.read().split(b"\0") if a]
+    except OSError:
+        return []
 
 
 def kill_group(pid: int, grace_s: float = 15.0) -> None:
@@ -29,10 +59,6 @@ def kill_group(pid: int, grace_s: float = 15.0) -> None:
             return
         deadline = time.monotonic() + grace_s
         while time.monotonic() < deadline:
-            try:
-                os.waitpid(pid, os.WNOHANG)
-            except ChildProcessError:
-                pass
             if not alive(pid):
                 return
             time.sleep(0.1)

@@ -2,9 +2,17 @@
 
 Every other module speaks URIs and calls these functions; none imports boto3.
 Endpoint and credentials come from the environment (the variables boto3 itself
-reads: AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY,
+reads: AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN,
 AWS_DEFAULT_REGION) or from an explicit `StorageSettings`, never from code.
-The same settings become Beam `S3Options` flags through `beam_s3_args()`.
+
+Credentials never leave the process that holds them: a `StorageSettings` prints without
+them and pickles without them (Beam job graphs, multiprocessing), so a worker that
+unpickles one resolves credentials from its own environment or boto3's provider chain.
+`beam_s3_args()` turns only the endpoint and region into Beam `S3Options` flags.
+
+Errors say what to fix and which kind they are: `CredentialsError` (refused or missing
+credentials), `BucketMissingError`, `StorageUnavailable` (the store cannot be reached or keeps
+failing: an outage, worth retrying) and `StorageError` for the rest (docs/security.md).
 """
 
 from __future__ import annotations
@@ -31,15 +39,38 @@ class StorageError(RuntimeError):
     """A storage problem the user can fix (bad endpoint, missing object...)."""
 
 
+class CredentialsError(StorageError):
+    """No credentials, or the store refused them (403, unknown key, bad signature, expired token)."""
+
+
+class BucketMissingError(StorageError):
+    """The bucket a URI names does not exist at this endpoint."""
+
+
+class PreconditionFailed(StorageError):
+    """A conditional write lost: the object already exists (create) or changed since it was read (update)."""
+
+
+class StorageUnavailable(StorageError):
+    """The store could not be reached or kept failing (connection refused, timeouts, 5xx): an outage.
+    The same command may succeed later, so callers retry it rather than ask the user to change anything."""
+
+
+# Environment variables that hold credentials; their values are what docs/security.md promises never to print.
+CREDENTIAL_ENV = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")
+
+
 @dataclasses.dataclass(frozen=True)
 class StorageSettings:
-    """How to reach object storage. Empty fields fall back to boto3's own lookup."""
+    """How to reach object storage. Empty fields fall back to boto3's own lookup (env, profile, instance role)."""
 
     endpoint_url: str | None = None  # e.g. http://127.0.0.1:8333 for the local SeaweedFS gateway
-    access_key_id: str | None = None
-    secret_access_key: str | None = None
+    # Credentials: left out of repr() and of pickles (see __reduce__), so they appear in no log or job graph.
+    access_key_id: str | None = dataclasses.field(default=None, repr=False)
+    secret_access_key: str | None = dataclasses.field(default=None, repr=False)
     region: str = "us-east-1"  # SeaweedFS ignores it; AWS needs one for signing
     max_attempts: int = 8  # botocore "standard" retry mode: throttling and 5xx back off
+    session_token: str | None = dataclasses.field(default=None, repr=False)  # temporary (STS) credentials
 
     @classmethod
     def from_env(cls) -> "StorageSettings":
@@ -48,6 +79,7 @@ class StorageSettings:
             access_key_id=os.environ.get("AWS_ACCESS_KEY_ID") or None,
             secret_access_key=os.environ.get("AWS_SECRET_ACCESS_KEY") or None,
             region=os.environ.get("AWS_DEFAULT_REGION") or os.environ.get("AWS_REGION") or "us-east-1",
+            session_token=os.environ.get("AWS_SESSION_TOKEN") or None,
         )
 
     def to_env(self) -> dict[str, str]:
@@ -55,23 +87,34 @@ class StorageSettings:
         env = {"AWS_DEFAULT_REGION": self.region}
         if self.endpoint_url:
             env["AWS_ENDPOINT_URL"] = self.endpoint_url
-        if self.access_key_id:
-            env["AWS_ACCESS_KEY_ID"] = self.access_key_id
-        if self.secret_access_key:
-            env["AWS_SECRET_ACCESS_KEY"] = self.secret_access_key
+        env.update(self.credentials_env())
         return env
+
+    def credentials_env(self) -> dict[str, str]:
+        """Only the credential variables (empty when the settings carry none)."""
+        pairs = zip(CREDENTIAL_ENV, (self.access_key_id, self.secret_access_key, self.session_token))
+        return {k: v for k, v in pairs if v}
+
+    def without_credentials(self) -> "StorageSettings":
+        return dataclasses.replace(self, access_key_id=None, secret_access_key=None, session_token=None)
+
+    def __reduce__(self):
+        # A pickled copy travels to other processes and machines (Beam job graphs, multiprocessing): it
+        # keeps where the store is but not the keys; the receiving process uses its own environment.
+        s = self.without_credentials()
+        return (StorageSettings, tuple(getattr(s, f.name) for f in dataclasses.fields(s)))
 
 
 def beam_s3_args(settings: StorageSettings | None = None) -> list[str]:
-    """Beam `S3Options` flags that point Beam's own s3:// filesystem at the same store."""
+    """Beam `S3Options` flags for where the store is (endpoint, region); never the credentials.
+
+    Beam logs every pipeline option at worker start-up and ships them with the job graph, so
+    credentials stay in the environment, where Beam's own s3:// filesystem (boto3) finds them too.
+    """
     s = settings or StorageSettings.from_env()
     args = [f"--s3_region_name={s.region}"]
     if s.endpoint_url:
         args.append(f"--s3_endpoint_url={s.endpoint_url}")
-    if s.access_key_id:
-        args.append(f"--s3_access_key_id={s.access_key_id}")
-    if s.secret_access_key:
-        args.append(f"--s3_secret_access_key={s.secret_access_key}")
     return args
 
 
@@ -86,6 +129,7 @@ def settings_from_beam_options(options) -> StorageSettings:
         access_key_id=s3.s3_access_key_id or env.access_key_id,
         secret_access_key=s3.s3_secret_access_key or env.secret_access_key,
         region=s3.s3_region_name or env.region,
+        session_token=s3.s3_session_token or env.session_token,
     )
 
 
@@ -134,7 +178,7 @@ def normalize(uri: str) -> str:
 
 # ----------------------------------------------------------------------------- client
 
-_CLIENTS: dict[tuple[int, StorageSettings], object] = {}
+_CLIENTS: dict[tuple, object] = {}
 _CLIENT_LOCK = threading.Lock()
 
 
@@ -142,8 +186,9 @@ def client(settings: StorageSettings | None = None):
     """A cached boto3 S3 client with retries for these settings."""
     s = settings or StorageSettings.from_env()
     # Keyed by process too: a forked child (DataLoader workers, multiprocessing) must not reuse the
-    # parent's connection pool, whose sockets the two processes would then share.
-    key = (os.getpid(), s)
+    # parent's connection pool, whose sockets the two processes would then share. Settings without
+    # credentials (a worker's unpickled copy) resolve them from the environment, so that is keyed too.
+    key = (os.getpid(), s, s.access_key_id is None and tuple(os.environ.get(k) for k in CREDENTIAL_ENV))
     with _CLIENT_LOCK:
         c = _CLIENTS.get(key)
         if c is None:
@@ -162,6 +207,7 @@ def client(settings: StorageSettings | None = None):
                 endpoint_url=s.endpoint_url,
                 aws_access_key_id=s.access_key_id,
                 aws_secret_access_key=s.secret_access_key,
+                aws_session_token=s.session_token,
                 region_name=s.region,
                 config=cfg,
             )
@@ -169,52 +215,88 @@ def client(settings: StorageSettings | None = None):
     return c
 
 
-def _translate(exc: Exception, uri: str) -> Exception:
-    from botocore.exceptions import ClientError, EndpointConnectionError, NoCredentialsError
+# S3 error codes by what the user has to do about them.
+_CREDENTIAL_CODES = {"403", "AccessDenied", "Forbidden", "InvalidAccessKeyId", "SignatureDoesNotMatch",
+                     "ExpiredToken", "InvalidToken", "TokenRefreshRequired", "AuthorizationHeaderMalformed",
+                     "InvalidClientTokenId", "AllAccessDisabled", "AccountProblem"}
+_OUTAGE_CODES = {"500", "502", "503", "504", "InternalError", "ServiceUnavailable", "SlowDown", "RequestTimeout",
+                 "ServiceUnavailableException", "Throttling", "BadGateway"}
+_PRECONDITION_CODES = {"412", "PreconditionFailed", "409", "ConditionalRequestConflict"}
 
-    if isinstance(exc, EndpointConnectionError):
-        return StorageError(
-            f"cannot reach the S3 endpoint for {uri} ({exc}). "
-            "Check AWS_ENDPOINT_URL / --s3_endpoint_url, or start the local store with `bash infra/local/start.sh`."
-        )
-    if isinstance(exc, NoCredentialsError):
-        return StorageError(f"no S3 credentials for {uri}: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY.")
+
+def _where(settings: StorageSettings | None) -> str:
+    s = settings or StorageSettings.from_env()
+    return s.endpoint_url or "the default AWS endpoint"
+
+
+def _translate(exc: Exception, uri: str, settings: StorageSettings | None = None) -> Exception:
+    """A botocore exception as one of this module's errors, worded as what to fix."""
+    from botocore.exceptions import (ClientError, ConnectionClosedError, ConnectTimeoutError, EndpointConnectionError,
+                                     NoCredentialsError, PartialCredentialsError, ReadTimeoutError)
+
+    where = _where(settings)
+    if isinstance(exc, (EndpointConnectionError, ConnectTimeoutError, ReadTimeoutError, ConnectionClosedError)):
+        return StorageUnavailable(
+            f"cannot reach the S3 endpoint {where} for {uri} ({type(exc).__name__}): if the store is down, retry "
+            "when it is back; otherwise check AWS_ENDPOINT_URL / --s3_endpoint_url (local store: "
+            "`bash infra/local/start.sh`)")
+    if isinstance(exc, (NoCredentialsError, PartialCredentialsError)):
+        return CredentialsError(f"no S3 credentials for {uri}: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY "
+                                "(or AWS_PROFILE / an instance role); `source .demo/env` for the local stack")
     if isinstance(exc, ClientError):
-        code = exc.response.get("Error", {}).get("Code", "")
+        err = exc.response.get("Error", {})
+        code = str(err.get("Code", ""))
+        status = str(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", ""))
+        bucket = split_s3(uri)[0] if is_s3(uri) else uri
         if code in ("NoSuchKey", "404", "NotFound"):
             return FileNotFoundError(uri)
         if code == "NoSuchBucket":
-            return StorageError(f"bucket of {uri} does not exist: create it (`python -m common.storage mb s3://BUCKET`).")
-        return StorageError(f"S3 error on {uri}: {code} {exc}")
+            return BucketMissingError(f"bucket {bucket!r} does not exist at {where} (for {uri}): create it "
+                                      f"(`python -m common.storage mb s3://{bucket}`) or fix the URI / AWS_ENDPOINT_URL")
+        if code in _CREDENTIAL_CODES or status == "403":
+            return CredentialsError(
+                f"S3 refused the credentials for {uri} ({code or status} from {where}): check AWS_ACCESS_KEY_ID / "
+                f"AWS_SECRET_ACCESS_KEY (or the role) and that they may access bucket {bucket!r}")
+        if code in _PRECONDITION_CODES:
+            return PreconditionFailed(f"{uri} changed or already exists (conditional write refused: {code})")
+        if code in _OUTAGE_CODES or status.startswith("5"):
+            return StorageUnavailable(f"the S3 endpoint {where} keeps failing for {uri} ({code or status}, after "
+                                      "retries): retry when the store is healthy")
+        return StorageError(f"S3 error on {uri}: {code} {err.get('Message', '')}".rstrip())
     return exc
 
 
 @contextlib.contextmanager
-def _s3_errors(uri: str):
+def _s3_errors(uri: str, settings: StorageSettings | None = None):
     try:
         yield
     except FileNotFoundError:
         raise
     except Exception as exc:  # noqa: BLE001 - translated into a message that says what to fix
-        translated = _translate(exc, uri)
+        translated = _translate(exc, uri, settings)
         if translated is exc:
             raise
         raise translated from exc
 
 
 def check_reachable(uri: str, settings: StorageSettings | None = None) -> None:
-    """Fail fast, with one clear line, when an s3:// URI's endpoint or bucket can't be reached."""
+    """Fail fast, with one clear line, when an s3:// URI's endpoint, credentials or bucket are wrong."""
     if not is_s3(uri):
         return
     bucket, _ = split_s3(uri)
-    with _s3_errors(uri):
-        client(settings).head_bucket(Bucket=bucket)
+    try:
+        with _s3_errors(uri, settings):
+            client(settings).head_bucket(Bucket=bucket)
+    except FileNotFoundError:  # HEAD on a bucket answers a bare 404
+        raise BucketMissingError(f"bucket {bucket!r} does not exist at {_where(settings)} (for {uri}): create it "
+                                 f"(`python -m common.storage mb s3://{bucket}`) or fix the URI / AWS_ENDPOINT_URL"
+                                 ) from None
 
 
 def make_bucket(uri: str, settings: StorageSettings | None = None) -> None:
     bucket, _ = split_s3(uri)
     c = client(settings)
-    with _s3_errors(uri):
+    with _s3_errors(uri, settings):
         try:
             c.head_bucket(Bucket=bucket)
         except Exception:  # noqa: BLE001 - absent: create it
@@ -227,7 +309,7 @@ def make_bucket(uri: str, settings: StorageSettings | None = None) -> None:
 def read_bytes(uri: str, settings: StorageSettings | None = None) -> bytes:
     if is_s3(uri):
         bucket, key = split_s3(uri)
-        with _s3_errors(uri):
+        with _s3_errors(uri, settings):
             return client(settings).get_object(Bucket=bucket, Key=key)["Body"].read()
     return Path(uri).read_bytes()
 
@@ -242,7 +324,7 @@ def read_range(uri: str, offset: int, length: int, settings: StorageSettings | N
         return b""
     if is_s3(uri):
         bucket, key = split_s3(uri)
-        with _s3_errors(uri):
+        with _s3_errors(uri, settings):
             resp = client(settings).get_object(Bucket=bucket, Key=key, Range=f"bytes={offset}-{offset + length - 1}")
             return resp["Body"].read()
     with open(uri, "rb") as f:
@@ -253,7 +335,7 @@ def read_range(uri: str, offset: int, length: int, settings: StorageSettings | N
 def size(uri: str, settings: StorageSettings | None = None) -> int:
     if is_s3(uri):
         bucket, key = split_s3(uri)
-        with _s3_errors(uri):
+        with _s3_errors(uri, settings):
             return int(client(settings).head_object(Bucket=bucket, Key=key)["ContentLength"])
     return os.path.getsize(uri)
 
@@ -269,9 +351,9 @@ def exists(uri: str, settings: StorageSettings | None = None) -> bool:
         except ClientError as exc:
             if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
                 return False
-            raise _translate(exc, uri) from exc
+            raise _translate(exc, uri, settings) from exc
         except Exception as exc:  # noqa: BLE001
-            raise _translate(exc, uri) from exc
+            raise _translate(exc, uri, settings) from exc
     return os.path.exists(uri)
 
 
@@ -280,7 +362,7 @@ def open_read(uri: str, settings: StorageSettings | None = None) -> Iterator[IO[
     """A binary file object. S3 objects stream (no full download)."""
     if is_s3(uri):
         bucket, key = split_s3(uri)
-        with _s3_errors(uri):
+        with _s3_errors(uri, settings):
             body = client(settings).get_object(Bucket=bucket, Key=key)["Body"]
         try:
             yield io.BufferedReader(_StreamingBodyIO(body), buffer_size=1 << 20)
@@ -312,7 +394,7 @@ def list_files(prefix: str, settings: StorageSettings | None = None) -> list[str
     if is_s3(prefix):
         bucket, key = split_s3(prefix)
         out: list[str] = []
-        with _s3_errors(prefix):
+        with _s3_errors(prefix, settings):
             paginator = client(settings).get_paginator("list_objects_v2")
             for page in paginator.paginate(Bucket=bucket, Prefix=key):
                 for obj in page.get("Contents", []):
@@ -352,7 +434,7 @@ def write_bytes(uri: str, data: bytes, settings: StorageSettings | None = None) 
     """Write a whole object. S3 PUT is atomic; locally we write a temp file and rename."""
     if is_s3(uri):
         bucket, key = split_s3(uri)
-        with _s3_errors(uri):
+        with _s3_errors(uri, settings):
             client(settings).put_object(Bucket=bucket, Key=key, Body=data)
         return
     path = Path(uri)
@@ -379,10 +461,106 @@ def write_text(uri: str, text: str, settings: StorageSettings | None = None) -> 
 publish_atomic = write_bytes
 
 
+# ----------------------------------------------------------------------------- conditional writes
+# Small objects that several processes race for (output claims, common/claims.py). The version token
+# is the S3 ETag, or the sha256 of a local file's bytes.
+
+
+def create_exclusive(uri: str, data: bytes, settings: StorageSettings | None = None) -> str:
+    """Write `uri` only if nothing is there yet; returns its version. PreconditionFailed when it exists.
+
+    S3: PutObject with `If-None-Match: *` (AWS, SeaweedFS, MinIO); a store that ignores the header
+    overwrites instead, which callers detect by reading back. Local: a hard link to a finished
+    temporary file, so the object appears whole or not at all.
+    """
+    if is_s3(uri):
+        bucket, key = split_s3(uri)
+        with _s3_errors(uri, settings):
+            return client(settings).put_object(Bucket=bucket, Key=key, Body=data, IfNoneMatch="*")["ETag"]
+    path = Path(uri)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.chmod(tmp, 0o666 & ~_UMASK)
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            raise PreconditionFailed(f"{uri} already exists") from None
+    finally:
+        os.unlink(tmp)
+    return sha256_bytes(data)
+
+
+def read_versioned(uri: str, settings: StorageSettings | None = None) -> tuple[bytes, str]:
+    """The bytes of `uri` and the version token `replace_if` / `delete_if` expect."""
+    if is_s3(uri):
+        bucket, key = split_s3(uri)
+        with _s3_errors(uri, settings):
+            resp = client(settings).get_object(Bucket=bucket, Key=key)
+            return resp["Body"].read(), resp["ETag"]
+    data = Path(uri).read_bytes()
+    return data, sha256_bytes(data)
+
+
+def replace_if(uri: str, data: bytes, version: str, settings: StorageSettings | None = None) -> str:
+    """Overwrite `uri` only while it still holds `version`; returns the new version. PreconditionFailed otherwise."""
+    if is_s3(uri):
+        bucket, key = split_s3(uri)
+        try:
+            with _s3_errors(uri, settings):
+                return client(settings).put_object(Bucket=bucket, Key=key, Body=data, IfMatch=version)["ETag"]
+        except FileNotFoundError:
+            raise PreconditionFailed(f"{uri} is gone") from None
+    with _dir_lock(Path(uri).parent):
+        try:
+            current = Path(uri).read_bytes()
+        except FileNotFoundError:
+            raise PreconditionFailed(f"{uri} is gone") from None
+        if sha256_bytes(current) != version:
+            raise PreconditionFailed(f"{uri} changed")
+        write_bytes(uri, data)
+    return sha256_bytes(data)
+
+
+def delete_if(uri: str, version: str, settings: StorageSettings | None = None) -> None:
+    """Delete `uri` only while it still holds `version` (gone already is fine). PreconditionFailed otherwise."""
+    if is_s3(uri):
+        bucket, key = split_s3(uri)
+        try:
+            with _s3_errors(uri, settings):
+                client(settings).delete_object(Bucket=bucket, Key=key, IfMatch=version)
+        except FileNotFoundError:
+            pass
+        return
+    with _dir_lock(Path(uri).parent):
+        try:
+            current = Path(uri).read_bytes()
+        except FileNotFoundError:
+            return
+        if sha256_bytes(current) != version:
+            raise PreconditionFailed(f"{uri} changed")
+        os.unlink(uri)
+
+
+@contextlib.contextmanager
+def _dir_lock(directory: Path) -> Iterator[None]:
+    """An exclusive flock on a directory: compare-and-swap for the files in it, across processes."""
+    import fcntl
+
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # closing releases the lock
+
+
 def upload_file(local_path: str, uri: str, settings: StorageSettings | None = None) -> None:
     if is_s3(uri):
         bucket, key = split_s3(uri)
-        with _s3_errors(uri):
+        with _s3_errors(uri, settings):
             client(settings).upload_file(str(local_path), bucket, key)
         return
     Path(uri).parent.mkdir(parents=True, exist_ok=True)
@@ -395,7 +573,7 @@ def download_file(uri: str, local_path: str, settings: StorageSettings | None = 
     Path(local_path).parent.mkdir(parents=True, exist_ok=True)
     if is_s3(uri):
         bucket, key = split_s3(uri)
-        with _s3_errors(uri):
+        with _s3_errors(uri, settings):
             client(settings).download_file(bucket, key, str(local_path))
         return
     shutil.copyfile(uri, local_path)
@@ -438,7 +616,7 @@ def local_copy(uri: str, settings: StorageSettings | None = None) -> Iterator[st
 def delete(uri: str, settings: StorageSettings | None = None) -> None:
     if is_s3(uri):
         bucket, key = split_s3(uri)
-        with _s3_errors(uri):
+        with _s3_errors(uri, settings):
             client(settings).delete_object(Bucket=bucket, Key=key)
         return
     with contextlib.suppress(FileNotFoundError):

@@ -11,10 +11,15 @@ Everything lives under one directory (default `.demo/`, gitignored):
     worker.pid, worker.log
     env               `source .demo/env` points a shell's prefect CLI and boto3 at this stack
 
-Start is idempotent: a part that is already running is reused, so `make demo` twice
-does not start a second server. Ports default to 8333 (S3) and 4200 (API and UI) and
-fall back to free ones when taken. Stop ends only the processes this stack started
-(their process groups, from the pid files).
+Start is idempotent: a part that is already running (and answers) is reused, so `make demo`
+twice does not start a second server; a part that died, or whose process is a zombie, is
+started again. Ports: the previous start's when free, else 8333 (S3) and 4200 (API and UI)
+when free, else free ones. A worker started for
+another S3 endpoint is restarted, so flow runs always reach the current store. `start` fails
+(exit 1, one line) unless the S3 endpoint answers a signed request and the env file holds
+its credentials. Stop ends only the processes this stack started (their process groups,
+from the pid files). `env` and the env file (mode 0600) read the S3 secret from its 0600
+file instead of spelling it out (docs/security.md).
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ import argparse
 import dataclasses
 import json
 import os
+import shlex
 import subprocess
 import sys
 import time
@@ -31,8 +37,7 @@ from pathlib import Path
 
 from common import seaweedfs
 from common.processes import alive, kill_group
-from common.seaweedfs import LocalS3, free_port
-from common.seaweedfs import port_free
+from common.seaweedfs import LocalS3, free_port, port_free, write_private
 
 REPO = Path(__file__).resolve().parent.parent
 POOL = "local-process"
@@ -51,17 +56,9 @@ def _read_pid(path: Path) -> int | None:
         return None
 
 
-def _bindable(port: int) -> bool:
-    """Free for a server that sets SO_REUSEADDR (uvicorn does): a port in TIME_WAIT after a restart counts as free."""
-    import socket
-
-    with socket.socket() as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            s.bind(("127.0.0.1", port))
-            return True
-        except OSError:
-            return False
+def _first_free(*ports: int | None) -> int:
+    """The first port that is set and free (the previous start's first: ports stay put across restarts), else 0."""
+    return next((p for p in ports if p and port_free(p)), 0)
 
 
 def check_server_deps() -> None:
@@ -123,16 +120,30 @@ class LocalStack:
             "PREFECT_WORKER_QUERY_SECONDS": "2",  # pick a new run up fast (the default is 10s)
         }
 
+    @property
+    def s3_dir(self) -> str:
+        return str(self.base / "seaweedfs")
+
     def env(self) -> dict[str, str]:
         """Everything a child needs to talk to this stack: S3 credentials, Prefect API, the repo."""
         env = dict(self.prefect_env())
-        endpoint = seaweedfs.running_endpoint(str(self.base / "seaweedfs"))
         if self.external_s3:
             env.update(self.external_s3)
-        elif endpoint:
-            env.update(LocalS3(str(self.base / "seaweedfs")).settings.to_env() | {"AWS_ENDPOINT_URL": endpoint})
+        else:
+            endpoint = seaweedfs.running_endpoint(self.s3_dir)
+            if endpoint:
+                env.update(LocalS3(self.s3_dir, int(endpoint.rsplit(":", 1)[1])).settings.to_env())
         env["ELECTRA_FORGE_HOME"] = str(REPO)
         return env
+
+    def exports(self) -> str:
+        """`export` lines for a shell; the local store's secret is read from its 0600 file, not written out."""
+        secret = None if self.external_s3 else str(seaweedfs.secret_file(self.s3_dir))
+        lines = []
+        for k, v in sorted(self.env().items()):
+            value = f"\"$(cat '{secret}')\"" if k == "AWS_SECRET_ACCESS_KEY" and secret else shlex.quote(v)
+            lines.append(f"export {k}={value}\n")
+        return "".join(lines)
 
     def child_env(self) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
@@ -144,12 +155,11 @@ class LocalStack:
     def start_s3(self) -> str:
         if self.external_s3:
             return self.external_s3["AWS_ENDPOINT_URL"]
-        data = str(self.base / "seaweedfs")
-        endpoint = seaweedfs.running_endpoint(data)
+        endpoint = seaweedfs.running_endpoint(self.s3_dir)
         if endpoint:
             return endpoint
-        port = self.s3_port if self.s3_port and port_free(self.s3_port) else 0
-        return LocalS3(data, port).start().endpoint_url
+        LocalS3(self.s3_dir).stop()  # a dead, zombie or unresponsive server of this stack: clear it first
+        return LocalS3(self.s3_dir, _first_free(seaweedfs.previous_port(self.s3_dir), self.s3_port)).start().endpoint_url
 
     def serveralive(self) -> bool:
         try:
@@ -164,7 +174,7 @@ class LocalStack:
             return self.api_url
         check_server_deps()
         self.prefect_home.mkdir(parents=True, exist_ok=True)
-        port = self.api_port if self.api_port and _bindable(self.api_port) else free_port()
+        port = _first_free(self.state().get("api_port"), self.api_port) or free_port()
         self._save(api_port=port)
         log = open(self.prefect_home / "server.log", "ab")
         proc = subprocess.Popen([_prefect(), "server", "start", "--host", "127.0.0.1", "--port", str(port)],
@@ -189,20 +199,36 @@ class LocalStack:
                               text=True, check=check, timeout=timeout)
 
     def ensure_pool(self) -> None:
-        got = self.prefect("work-pool", "inspect", POOL, check=False)
-        if got.returncode != 0:
-            self.prefect("work-pool", "create", POOL, "--type", "process")
+        """The `local-process` pool (what `prefect work-pool create --type process` makes), through the API:
+        two CLI round trips cost ~20 s on a small machine."""
+        from prefect.client.orchestration import get_client
+        from prefect.client.schemas.actions import WorkPoolCreate
+        from prefect.exceptions import ObjectNotFound
+        from prefect.settings import PREFECT_API_URL, temporary_settings
+        from prefect.workers.process import ProcessWorker
+
+        with temporary_settings({PREFECT_API_URL: self.api_url}), get_client(sync_client=True) as client:
+            try:
+                client.read_work_pool(POOL)
+            except ObjectNotFound:
+                client.create_work_pool(WorkPoolCreate(
+                    name=POOL, type="process", base_job_template=ProcessWorker.get_default_base_job_template()))
 
     def start_worker(self) -> int:
+        """Start the process worker, or keep the running one if it was started for the current S3 endpoint."""
         pid = _read_pid(self.base / "worker.pid")
+        endpoint = self.env().get("AWS_ENDPOINT_URL")
         if alive(pid):
-            return pid  # type: ignore[return-value]
+            if self.state().get("worker_s3") == endpoint:
+                return pid  # type: ignore[return-value]
+            kill_group(pid)  # its environment points at an S3 endpoint that is gone: flow runs would fail
         log = open(self.base / "worker.log", "ab")
         proc = subprocess.Popen([_prefect(), "worker", "start", "--pool", POOL, "--type", "process",
                                  "--name", self.worker_name, "--install-policy", "never"],
                                 env=self.child_env(), stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
                                 cwd=str(REPO))
         (self.base / "worker.pid").write_text(str(proc.pid))
+        self._save(worker_s3=endpoint)
         return proc.pid
 
     def deploy(self, name: str = "electra-demo", pool: str | None = None) -> None:
@@ -218,7 +244,21 @@ class LocalStack:
         self.ensure_pool()
         self.start_worker()
         self.write_env_file()
+        self.check()
         return self
+
+    def check(self) -> None:
+        """Raise unless the env file's S3 endpoint answers a signed request with the env file's credentials."""
+        from common import storage
+
+        env = self.env()
+        missing = [k for k in ("AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY") if not env.get(k)]
+        if missing:
+            raise RuntimeError(f"the local stack has no working S3 endpoint ({', '.join(missing)} unset): see "
+                               f"{self.s3_dir}/weed.log, then `python -m flows.localstack stop` and start again")
+        settings = storage.StorageSettings(endpoint_url=env["AWS_ENDPOINT_URL"], access_key_id=env["AWS_ACCESS_KEY_ID"],
+                                           secret_access_key=env["AWS_SECRET_ACCESS_KEY"], max_attempts=2)
+        storage.client(settings).list_buckets()  # raises CredentialsError / StorageUnavailable with what to fix
 
     def stop(self) -> None:
         for pidfile in (self.base / "worker.pid", self.prefect_home / "server.pid"):
@@ -235,7 +275,7 @@ class LocalStack:
 
     def write_env_file(self) -> Path:
         path = self.base / "env"
-        path.write_text("".join(f"export {k}={v}\n" for k, v in sorted(self.env().items())))
+        write_private(path, self.exports())  # 0600: it names the credentials' file (or holds external ones)
         return path
 
 
@@ -252,11 +292,15 @@ def main(argv: list[str] | None = None) -> int:
         print(f"stopped the local stack in {a.dir}")
         return 0
     if a.verb == "start":
-        stack.start()
+        try:
+            stack.start()
+        except Exception as exc:  # noqa: BLE001 - one line: what failed and where its log is
+            print(f"error: the local stack did not start: {' '.join(str(exc).split())}", file=sys.stderr)
+            return 1
         print(f"local stack up: S3 {stack.env().get('AWS_ENDPOINT_URL')}, Prefect UI {stack.ui_url}, "
               f"worker on pool {POOL}; `source {stack.base / 'env'}` to use it from a shell")
         return 0
-    print("".join(f"export {k}={v}\n" for k, v in sorted(stack.env().items())), end="")
+    print(stack.exports(), end="")
     return 0
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from common.cli import add_overrides, run_job
+from common.cli import add_claim_flag, add_debug, add_overrides, run_job
 from common.configs import apply_overrides
 from pipelines.packing.config import PackConfig
 from pipelines.packing.run import EmptyInputError, run
@@ -21,6 +21,12 @@ from pipelines.tokenizer import TokenizerError
 
 
 def parse(argv: list[str] | None = None) -> tuple[PackConfig, list[str]]:
+    cfg, beam_args, _ = parse_all(argv)
+    return cfg, beam_args
+
+
+def parse_all(argv: list[str] | None = None) -> tuple[PackConfig, list[str], argparse.Namespace]:
+    """(config, Beam arguments, the run-control flags: --break-claim, --debug)."""
     ap = argparse.ArgumentParser(prog="python -m pipelines.pack", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--input", required=True, help="documents output of pipelines.clean")
@@ -29,23 +35,25 @@ def parse(argv: list[str] | None = None) -> tuple[PackConfig, list[str]]:
     ap.add_argument("--max-seq-length", type=int, default=PackConfig.max_seq_length)
     ap.add_argument("--seed", type=int, default=PackConfig.seed)
     ap.add_argument("--num-shards", type=int, default=PackConfig.num_shards)
+    add_claim_flag(ap)
     add_overrides(ap, "short_seq_prob=0.0 cross_document=false")
+    add_debug(ap)
     a, beam_args = ap.parse_known_args(argv)
     cfg = PackConfig(input=a.input, tokenizer=a.tokenizer, output=a.output, max_seq_length=a.max_seq_length,
                      seed=a.seed, num_shards=a.num_shards)
-    return apply_overrides(cfg, a.set), beam_args
+    return apply_overrides(cfg, a.set), beam_args, a
 
 
 def main(argv: list[str] | None = None) -> int:
     def body() -> str:
-        cfg, beam_args = parse(argv)
-        m = run(cfg, beam_args)
+        cfg, beam_args, flags = parse_all(argv)
+        m = run(cfg, beam_args, break_claim=flags.break_claim)
         c = m["counters"]
         return (f"pack: {c['docs']} documents, {c['tokens_packed']} tokens -> {c['examples']} examples of "
                 f"{m['seq_len']} (padding {m['padding_fraction']:.4f}, truncated {c['tokens_truncated']}) "
                 f"-> {cfg.output}/manifest.json")
 
-    return run_job(body, (EmptyInputError, TokenizerError))
+    return run_job(body, (EmptyInputError, TokenizerError), argv=argv)
 
 
 if __name__ == "__main__":

@@ -70,7 +70,9 @@ def test_beam_s3_options_alone_reach_the_store(s3_server, s3_bucket, monkeypatch
     for key in ("AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "S3_ENDPOINT_URL"):
         monkeypatch.delenv(key, raising=False)
     settings = s3_server.settings
-    beam_args = ["--direct_num_workers=2", *storage.beam_s3_args(settings)]
+    # Credentials as flags still work: they reach the workers through their environment, never the options.
+    beam_args = ["--direct_num_workers=2", *storage.beam_s3_args(settings),
+                 f"--s3_access_key_id={settings.access_key_id}", f"--s3_secret_access_key={settings.secret_access_key}"]
     assert clean.main(["--input", f"{s3_bucket}/raw/*.jsonl.gz", "--output", f"{s3_bucket}/clean", *beam_args]) == 0
     assert pack.main(["--input", f"{s3_bucket}/clean", "--tokenizer", f"{s3_bucket}/tok",
                       "--output", f"{s3_bucket}/pack", "--max-seq-length", "128", *beam_args]) == 0

@@ -66,7 +66,7 @@ def clear_output(output: str, settings: storage.StorageSettings) -> None:
 
 
 def build_pipeline(p: beam.Pipeline, cfg: CleanConfig, files: list[tuple[str, str]], refs: list[dict],
-                   settings: storage.StorageSettings | None) -> None:
+                   settings: storage.StorageSettings | None, claim=None) -> None:
     T = transforms
     items = (p | "Read" >> T.ReadInputs(files, cfg.reader, settings)
                | "Clean" >> T.CleanDocuments(cfg))
@@ -87,5 +87,5 @@ def build_pipeline(p: beam.Pipeline, cfg: CleanConfig, files: list[tuple[str, st
     shards = (written,
               rejects | "WriteRejects" >> T.WriteShards(cfg.output, "rejects", cfg.out.reject_shards, settings),
               counts | "AllCounts" >> beam.Flatten() | "TagCounts" >> beam.Map(lambda kv: (T.COUNT, kv)))
-    writer = ManifestWriter(cfg.output, cfg.rules(), refs, manifest.code_version(), settings)
+    writer = ManifestWriter(cfg.output, cfg.rules(), refs, manifest.code_version(), settings, claim)
     _ = shards | "Collect" >> beam.Flatten() | "Finalize" >> T.Finalize(writer)

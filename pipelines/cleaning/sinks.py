@@ -25,9 +25,10 @@ class ManifestWriter:
     """Picklable callable run once, on one worker, with every shard description and count."""
 
     def __init__(self, output: str, rules: dict, inputs: list[dict], code_version: str,
-                 settings: storage.StorageSettings | None = None):
+                 settings: storage.StorageSettings | None = None, claim=None):
         self.output, self.rules, self.inputs = output, rules, inputs
         self.code_version, self.settings = code_version, settings
+        self.claim = claim  # common.claims.Claim: checked before anything is published
 
     def __call__(self, items: list[tuple[str, object]]) -> dict:
         shards = sorted((s for tag, s in items if tag == "shard"), key=lambda s: s["path"])
@@ -40,6 +41,8 @@ class ManifestWriter:
         if not reconciles(stats):
             # Never publish numbers that do not add up: no manifest means the run failed.
             raise RuntimeError(f"counters do not reconcile: {stats}")
+        if self.claim is not None:
+            self.claim.check()  # another writer took the output over: publish nothing
         stats_bytes = (json.dumps(stats, indent=1, sort_keys=True) + "\n").encode()
         storage.write_bytes(storage.join(self.output, documents.STATS_NAME), stats_bytes, self.settings)
         m = manifest.build(

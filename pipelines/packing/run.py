@@ -9,7 +9,7 @@ import logging
 import apache_beam as beam
 import numpy as np
 
-from common import manifest, storage
+from common import claims, manifest, storage
 from pipelines import beam as beam_opts
 from pipelines import documents, packformat
 from pipelines.packing.config import PackConfig
@@ -24,11 +24,17 @@ class EmptyInputError(ValueError):
     """The documents output holds no text to pack."""
 
 
-def run(cfg: PackConfig, beam_args: list[str] | None = None) -> dict:
-    """Pack `cfg.input` with `cfg.tokenizer` into `cfg.output`; returns the manifest (written last)."""
-    options = beam_opts.pipeline_options(beam_args, job_name="pack")
-    settings = beam_opts.storage_settings(options)
-    storage.check_reachable(cfg.output, settings)
+def run(cfg: PackConfig, beam_args: list[str] | None = None, *, break_claim: bool = False) -> dict:
+    """Pack `cfg.input` with `cfg.tokenizer` into `cfg.output`; returns the manifest (written last).
+    ClaimHeld when another run writes the output (common/claims.py)."""
+    job = beam_opts.job(beam_args, name="pack")
+    storage.check_reachable(cfg.output, job.settings)
+    with claims.hold(cfg.output, "pack", job.settings, break_claim=break_claim) as claim:
+        return _run(cfg, job, claim)
+
+
+def _run(cfg: PackConfig, job: beam_opts.BeamJob, claim: claims.Claim) -> dict:
+    options, settings = job.options, job.settings
     docs_manifest = manifest.read(cfg.input, kind="documents", settings=settings)
     uris = documents.shard_uris(cfg.input, settings)
     if not uris:
@@ -41,9 +47,10 @@ def run(cfg: PackConfig, beam_args: list[str] | None = None) -> dict:
     storage.delete(manifest.manifest_uri(cfg.output), settings)
     storage.delete_prefix(storage.join(cfg.output, WORK_DIR) + "/", settings)
 
-    with beam.Pipeline(options=options) as p:
-        _ = (p | "OutputShards" >> beam.Create(list(range(num_shards)))
-             | "Pack" >> PackDocuments(cfg, num_shards, uris, tok.model_bytes, dict(SPECIAL_IDS), dtype, settings))
+    p = beam.Pipeline(options=options)
+    _ = (p | "OutputShards" >> beam.Create(list(range(num_shards)))
+         | "Pack" >> PackDocuments(cfg, num_shards, uris, tok.model_bytes, dict(SPECIAL_IDS), dtype, settings))
+    job.run(p)
 
     infos = [json.loads(storage.read_text(sidecar_uri(cfg.output, i), settings)) for i in range(num_shards)]
     counters: dict[str, int] = {}
@@ -73,6 +80,7 @@ def run(cfg: PackConfig, beam_args: list[str] | None = None) -> dict:
         padding_fraction=round(counters["padding_tokens"] / (examples * cfg.max_seq_length), 6),
         seed=cfg.seed,
     )
+    claim.check()
     manifest.write(cfg.output, m, settings)
     log.info("packed %d examples (%d tokens, padding %.4f) into %d shards",
              examples, counters["tokens_packed"], m["padding_fraction"], num_shards)
