@@ -2,8 +2,8 @@
 
 Per-step values are already reduced over ranks (the trainer all-reduces one small
 tensor per step), so only rank 0 writes. metrics.jsonl is what tests and the golden
-curve read; a resumed run appends, so a step that was trained twice (after a crash
-without a checkpoint) appears twice and the last line wins.
+curve read; a resumed run first drops the lines after the step it resumes from (steps
+trained after the last checkpoint by a run that then died), so each step appears once.
 """
 
 from __future__ import annotations
@@ -29,6 +29,28 @@ def flops_per_token(model_cfg, seq_len: int) -> float:
     return float(cost.flops_per_token(model_cfg, seq_len))
 
 
+def truncate_after(path: str, step: int) -> int:
+    """Drop the lines of steps after `step` (and any torn last line); returns how many were dropped."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            lines = f.read().splitlines()
+    except FileNotFoundError:
+        return 0
+    keep = []
+    for line in lines:
+        try:
+            if int(json.loads(line)["step"]) <= step:
+                keep.append(line)
+        except (ValueError, KeyError, TypeError):
+            continue
+    if len(keep) != len(lines):
+        tmp = path + ".tmp"
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write("".join(line + "\n" for line in keep))
+        os.replace(tmp, path)
+    return len(lines) - len(keep)
+
+
 class MetricsLogger:
     """Rank 0's sink for per-step metrics."""
 
@@ -46,7 +68,9 @@ class MetricsLogger:
         if not enabled:
             return
         os.makedirs(log_dir, exist_ok=True)
-        self.jsonl = open(os.path.join(log_dir, "metrics.jsonl"), "a", buffering=1)
+        path = os.path.join(log_dir, "metrics.jsonl")
+        truncate_after(path, start_step)
+        self.jsonl = open(path, "a", buffering=1)
         if tensorboard:
             from torch.utils.tensorboard import SummaryWriter
 

@@ -22,7 +22,6 @@ import os
 import random
 import shutil
 import signal
-import tempfile
 import warnings
 
 import numpy as np
@@ -32,6 +31,7 @@ from common import manifest as manifests
 from common import storage
 from pretraining import checkpoint as ckpt
 from pretraining import data as datalib
+from pretraining import local_comm, staging
 from pretraining import optim
 from pretraining.config import TrainConfig
 from pretraining.metrics import MetricsLogger, flops_per_token, peak_flops
@@ -147,6 +147,7 @@ class Trainer:
         self.stop.install()
         self.accel = get_accelerator()
         self.on_cpu = self.accel.device_name() == "cpu"
+        local_comm.prepare(self.on_cpu)  # CPU: rendezvous on loopback, no /dev/shm buffers
         deepspeed.init_distributed(dist_backend="gloo" if self.on_cpu else None)
         self.rank, self.world = dist.get_rank(), dist.get_world_size()
         self.local_rank = int(os.environ.get("LOCAL_RANK", 0))
@@ -164,8 +165,9 @@ class Trainer:
 
         self.root = ckpt.checkpoints_root(cfg.run)
         self.remote = storage.is_s3(cfg.run)
-        default_staging = os.path.join(tempfile.gettempdir(), "electra-staging-" + manifests.config_hash(cfg.run)[:12])
-        self.staging = cfg.checkpoint.staging or (default_staging if self.remote else cfg.run)
+        # A remote run without checkpoint.staging stages in a private, randomly named temp dir, removed at the end.
+        self.own_staging = staging.private_dir(dist) if self.remote and not cfg.checkpoint.staging else None
+        self.staging = cfg.checkpoint.staging or self.own_staging or cfg.run
         self.stage_root = os.path.join(self.staging, ckpt.CHECKPOINTS) if self.remote else self.root
         self.log_dir = self.staging if self.remote else cfg.run
 
@@ -395,4 +397,7 @@ def run(cfg: TrainConfig, ds_config_path: str) -> int:
     trainer = Trainer(cfg, ds_config_path)
     if trainer.rank != 0:
         logging.getLogger("pretraining").setLevel(logging.WARNING)
-    return trainer.train()
+    code = trainer.train()
+    if trainer.own_staging:  # finished or preempted: its checkpoints and logs are uploaded
+        staging.remove(trainer.own_staging, trainer.dist, trainer.local_rank)
+    return code

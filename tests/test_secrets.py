@@ -1,0 +1,84 @@
+"""No credential in anything the data jobs print or write: clean and pack against the SeaweedFS fixture, then a
+search for the secret key in their stdout, stderr (Beam worker logs included), local temp files and objects."""
+
+from __future__ import annotations
+
+import gzip
+import io
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from common import storage
+from pipelines import train_tokenizer
+from pipelines.packing import prose
+
+pytestmark = pytest.mark.integration
+
+REPO = Path(__file__).resolve().parent.parent
+# Real worker processes (they log every pipeline option at start-up), kept to one for speed.
+WORKERS = ["--direct_running_mode=multi_processing", "--direct_num_workers=1"]
+
+
+def _job(module: str, args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess:
+    out = subprocess.run([sys.executable, "-m", module, *args], env=env, cwd=REPO, capture_output=True, text=True,
+                         timeout=600)
+    assert out.returncode == 0, out.stderr[-4000:]
+    return out
+
+
+def _readable(data: bytes) -> list[bytes]:
+    """The bytes as stored, and decoded when compressed (gzip, zstd, Parquet) so a secret inside would show."""
+    views = [data]
+    if data[:2] == b"\x1f\x8b":
+        views.append(gzip.decompress(data))
+    elif data[:4] == b"\x28\xb5\x2f\xfd":
+        import zstandard
+
+        views.append(zstandard.ZstdDecompressor().decompressobj().decompress(data))
+    elif data[:4] == b"PAR1":
+        import pyarrow.parquet as pq
+
+        views.append(json.dumps(pq.read_table(io.BytesIO(data)).to_pylist(), default=str).encode())
+    return views
+
+
+def test_clean_and_pack_never_print_or_write_the_secret(s3_server, s3_bucket, tmp_path):
+    settings = s3_server.settings
+    secret = settings.secret_access_key.encode()
+    docs = [{"id": d["id"], "url": f"http://prose.test/{i}", "text": d["text"]}
+            for i, d in enumerate(prose.documents(limit_chars=120_000, multilingual=False))]
+    body = "".join(json.dumps(d, ensure_ascii=False) + "\n" for d in docs).encode()
+    storage.write_bytes(f"{s3_bucket}/raw/prose.jsonl.gz", gzip.compress(body, mtime=0))
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    env = dict(os.environ, PYTHONPATH=str(REPO), TMPDIR=str(tmp))
+
+    # clean: credentials from the environment; --debug keeps the workers' own log lines on this stderr.
+    cleaned = _job("pipelines.clean", ["--input", f"{s3_bucket}/raw/*.jsonl.gz", "--output", f"{s3_bucket}/clean",
+                                       "--debug", *WORKERS], env)
+    assert "Pipeline_options" in cleaned.stderr  # the worker's option dump is in what this test searches
+    assert train_tokenizer.main(["--input", f"{s3_bucket}/clean", "--output", f"{s3_bucket}/tok",
+                                 "--vocab-size", "600"]) == 0
+    # pack: credentials only as Beam flags, none in the environment; worker output goes to a log file.
+    no_creds = {k: v for k, v in env.items() if k not in storage.CREDENTIAL_ENV}
+    packed = _job("pipelines.pack", ["--input", f"{s3_bucket}/clean", "--tokenizer", f"{s3_bucket}/tok",
+                                     "--output", f"{s3_bucket}/pack", "--max-seq-length", "64", *WORKERS,
+                                     f"--s3_access_key_id={settings.access_key_id}",
+                                     f"--s3_secret_access_key={settings.secret_access_key}"], no_creds)
+    assert "pack:" in packed.stdout
+
+    printed = {"clean stdout": cleaned.stdout, "clean stderr": cleaned.stderr, "pack stdout": packed.stdout,
+               "pack stderr": packed.stderr}
+    for what, text in printed.items():
+        assert secret not in text.encode(), what
+    written = {str(p): p.read_bytes() for p in tmp.rglob("*") if p.is_file()}
+    objects = storage.list_files(s3_bucket + "/")
+    assert any(o.endswith("pack/manifest.json") for o in objects) and any("/documents/" in o for o in objects)
+    written.update({o: storage.read_bytes(o) for o in objects})
+    for where, data in written.items():
+        assert not any(secret in view for view in _readable(data)), where
