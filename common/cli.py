@@ -102,9 +102,13 @@ def debugging(on: bool) -> Iterator[None]:
         _DEBUG.reset(token)
 
 
-def run_job(body: Callable[[], str], user_errors: tuple[type[BaseException], ...] = (), *,
+def run_job(body: Callable[[], str | int], user_errors: tuple[type[BaseException], ...] = (), *,
             argv: list[str] | None = None) -> int:
-    """Run `body` (which returns a one-line summary); map errors to exit codes 2 / 75 with one line each."""
+    """Run `body`; map errors to exit codes 2 / 75 with one line each.
+
+    `body` returns the text to print on success (a job's one-line summary), or an exit code when it
+    printed its own output (lineage: 1 for a hash mismatch).
+    """
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("apache_beam").setLevel(logging.WARNING)  # per-bundle worker chatter
     debug = wants_debug(argv)
@@ -117,5 +121,7 @@ def run_job(body: Callable[[], str], user_errors: tuple[type[BaseException], ...
                 raise
             report(exc, debug=debug)
             return code
+    if isinstance(summary, int):
+        return summary
     print(summary)
     return EXIT_OK

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import time
+from typing import Iterator
 
 
 def _state(pid: int) -> str | None:
@@ -62,3 +64,18 @@ def kill_group(pid: int, grace_s: float = 15.0) -> None:
             if not alive(pid):
                 return
             time.sleep(0.1)
+
+
+@contextlib.contextmanager
+def env_overlay(values: dict[str, str]) -> Iterator[None]:
+    """Set environment variables for the block (children started inside inherit them), then restore them."""
+    saved = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v

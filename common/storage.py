@@ -438,6 +438,17 @@ def write_bytes(uri: str, data: bytes, settings: StorageSettings | None = None) 
             client(settings).put_object(Bucket=bucket, Key=key, Body=data)
         return
     path = Path(uri)
+    tmp = _temp_beside(path, data)
+    try:
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def _temp_beside(path: Path, data: bytes) -> str:
+    """A finished, synced temporary file next to `path` (same file system: renames and links are atomic)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
@@ -446,11 +457,11 @@ def write_bytes(uri: str, data: bytes, settings: StorageSettings | None = None) 
             f.flush()
             os.fsync(f.fileno())
         os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; published files get the usual mode
-        os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+    return tmp
 
 
 def write_text(uri: str, text: str, settings: StorageSettings | None = None) -> None:
@@ -478,16 +489,11 @@ def create_exclusive(uri: str, data: bytes, settings: StorageSettings | None = N
         with _s3_errors(uri, settings):
             return client(settings).put_object(Bucket=bucket, Key=key, Body=data, IfNoneMatch="*")["ETag"]
     path = Path(uri)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    tmp = _temp_beside(path, data)
     try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.chmod(tmp, 0o666 & ~_UMASK)
-        try:
-            os.link(tmp, path)
-        except FileExistsError:
-            raise PreconditionFailed(f"{uri} already exists") from None
+        os.link(tmp, path)
+    except FileExistsError:
+        raise PreconditionFailed(f"{uri} already exists") from None
     finally:
         os.unlink(tmp)
     return sha256_bytes(data)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import argparse
 
-from common.cli import add_overrides, run_job
+from common.cli import add_debug, add_overrides, run_job
 from common.configs import apply_overrides
 from evaluation.config import EvalConfig
 from evaluation.evaluate import evaluate
@@ -32,6 +32,7 @@ def parse(argv: list[str] | None = None) -> EvalConfig:
     ap.add_argument("--seeds", type=int, default=3, help="fine-tuning runs per task; the median is reported")
     ap.add_argument("--data-dir", default="", help="local/s3 mirror in official formats; default: the HF hub")
     add_overrides(ap, "finetune.max_steps=5 report.regression_margin=0.5")
+    add_debug(ap)
     a = ap.parse_args(argv)
     cfg = EvalConfig(model=a.model, output=a.output, tasks=tuple(a.tasks.split(",")), seeds=a.seeds,
                      data_dir=a.data_dir)
@@ -45,7 +46,7 @@ def run(cfg: EvalConfig) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     """CLI entry: 0 and the report URI printed, or 2 and one `error:` line for a problem the user can fix."""
-    return run_job(lambda: run(parse(argv))["report_uri"], USER_ERRORS)
+    return run_job(lambda: run(parse(argv))["report_uri"], USER_ERRORS, argv=argv)
 
 
 if __name__ == "__main__":

@@ -24,6 +24,7 @@ from prefect.artifacts import (create_markdown_artifact, create_progress_artifac
 from prefect.cache_policies import NO_CACHE
 
 from common import manifest as manifests
+from common.cli import EXIT_RETRY
 from common import storage
 from flows import caching, stages
 from flows.params import (BeamParams, CorpusParams, EvalParams, PackParams, PublishParams, RunSpec, Size,
@@ -31,11 +32,12 @@ from flows.params import (BeamParams, CorpusParams, EvalParams, PackParams, Publ
 
 
 def _transient(task, task_run, state) -> bool:
-    """Retry crashes and I/O errors; not a stage that exited with an error (same input, same error)."""
+    """Retry crashes, I/O errors and a stage that exited 75 (its store was unreachable: an outage); not a stage
+    that exited with another error (same input, same error)."""
     try:
         state.result()
-    except stages.StageError:
-        return False
+    except stages.StageError as exc:
+        return exc.returncode == EXIT_RETRY
     except Exception:  # noqa: BLE001 - anything else (connection reset, worker crash) is worth another try
         return True
     return False

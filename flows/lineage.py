@@ -25,6 +25,7 @@ import json
 import os
 import sys
 
+from common import cli
 from common import manifest as manifests
 from common import storage
 
@@ -135,17 +136,18 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("uri", help="an output directory (or its manifest.json), local or s3://")
     ap.add_argument("--json", action="store_true", help="print the tree as JSON")
     ap.add_argument("--max-inputs", type=int, default=5, help="raw input files shown per documents node")
+    cli.add_debug(ap)
     a = ap.parse_args(argv)
-    try:
+
+    def body() -> int:
         node = walk(a.uri)
-    except (manifests.ManifestError, storage.StorageError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    if node.kind == "missing":
-        print(f"error: no manifest at {a.uri}", file=sys.stderr)
-        return 2
-    print(json.dumps(node.to_dict(), indent=1) if a.json else render(node, a.max_inputs))
-    return 1 if any(n.status in ("mismatch", "missing") for n in node.iter()) else 0
+        if node.kind == "missing":
+            raise manifests.ManifestError(f"no manifest at {a.uri}: check the URI (an output directory or its "
+                                          "manifest.json)")
+        print(json.dumps(node.to_dict(), indent=1) if a.json else render(node, a.max_inputs))
+        return 1 if any(n.status in ("mismatch", "missing") for n in node.iter()) else 0
+
+    return cli.run_job(body, argv=argv)
 
 
 if __name__ == "__main__":

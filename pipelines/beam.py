@@ -32,6 +32,7 @@ from typing import Iterator
 from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions, StandardOptions
 
 from common import cli
+from common.processes import env_overlay
 from common.storage import StorageSettings, beam_s3_args, settings_from_beam_options
 
 log = logging.getLogger("pipelines.beam")
@@ -101,7 +102,7 @@ class BeamJob:
 
     def run(self, p) -> None:
         """Run `p` to the end. Worker output goes to a log file unless debugging; failures become one error."""
-        with self._worker_env(), self._captured_output() as log_path:
+        with env_overlay(self.flag_credentials), self._captured_output() as log_path:
             try:
                 result = p.run()
                 try:
@@ -113,18 +114,6 @@ class BeamJob:
             except Exception as exc:  # noqa: BLE001 - re-raised as what it was, one line long
                 raise worker_error(exc, self.name, log_path) from exc
 
-    @contextlib.contextmanager
-    def _worker_env(self) -> Iterator[None]:
-        saved = {k: os.environ.get(k) for k in self.flag_credentials}
-        os.environ.update(self.flag_credentials)
-        try:
-            yield
-        finally:
-            for k, v in saved.items():
-                if v is None:
-                    os.environ.pop(k, None)
-                else:
-                    os.environ[k] = v
 
     @contextlib.contextmanager
     def _captured_output(self) -> Iterator[str | None]:

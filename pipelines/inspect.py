@@ -17,7 +17,7 @@ import json
 import sys
 from typing import Callable, Iterator
 
-from common import manifest, storage
+from common import cli, manifest, storage
 from pipelines.packing import inspect as pack_inspect
 from pipelines.tokenizer import inspect as tokenizer_inspect
 
@@ -93,18 +93,16 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m pipelines.inspect", description=__doc__.split("\n\n")[0])
     ap.add_argument("uri", help="an output directory / prefix holding manifest.json (or the manifest itself)")
     ap.add_argument("--sample", type=int, default=0, metavar="N", help="print N records as JSONL instead")
+    cli.add_debug(ap)
     a = ap.parse_args(argv)
     output = storage.parent(a.uri) if a.uri.endswith(manifest.MANIFEST_NAME) else a.uri.rstrip("/")
-    try:
+
+    def body() -> str:
         if a.sample:
-            for rec in sample(output, a.sample):
-                print(json.dumps(rec, ensure_ascii=False, default=str))
-        else:
-            print(json.dumps(summarize(output), indent=1, ensure_ascii=False, default=str))
-    except (manifest.ManifestError, storage.StorageError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    return 0
+            return "\n".join(json.dumps(rec, ensure_ascii=False, default=str) for rec in sample(output, a.sample))
+        return json.dumps(summarize(output), indent=1, ensure_ascii=False, default=str)
+
+    return cli.run_job(body, argv=argv)
 
 
 if __name__ == "__main__":

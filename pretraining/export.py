@@ -19,6 +19,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+from common import cli
 from common import manifest as manifests
 from common import storage
 from pretraining import checkpoint as ckpt
@@ -94,14 +95,14 @@ def main(argv: list[str] | None = None) -> int:
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--checkpoint", required=True, help="step dir, or a run/checkpoints dir (newest complete)")
     ap.add_argument("--output", required=True, help="output URI (s3:// or local)")
+    cli.add_debug(ap)
     args = ap.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    try:
-        export(args.checkpoint, args.output)
-    except manifests.ManifestError as exc:
-        print(f"export: {exc}", file=sys.stderr)
-        return 2
-    return 0
+
+    def body() -> str:
+        m = export(args.checkpoint, args.output)
+        return f"export: step {m['step']} -> {args.output}/manifest.json"
+
+    return cli.run_job(body, argv=argv)
 
 
 if __name__ == "__main__":

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import uuid
 from pathlib import Path
 
@@ -17,19 +16,14 @@ def s3_server(tmp_path_factory):
     """A real S3 endpoint (SeaweedFS) for the whole session; env vars point boto3 at it."""
     from common.seaweedfs import LocalS3
 
+    from common.processes import env_overlay
+
     server = LocalS3(str(tmp_path_factory.mktemp("seaweedfs"))).start()
-    saved = {k: os.environ.get(k) for k in ("AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY",
-                                            "AWS_DEFAULT_REGION")}
-    os.environ.update(server.settings.to_env())
     try:
-        yield server
+        with env_overlay(server.settings.to_env()):
+            yield server
     finally:
         server.stop()
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
 
 
 @pytest.fixture

@@ -104,6 +104,8 @@ def test_inspect_has_an_extension_point(tmp_path, capsys):
 BAD_KINDS = {
     "corrupt_gzip": R.CORRUPT_COMPRESSION,
     "truncated_warc": R.TRUNCATED_WARC_RECORD,
+    "truncated_gz_warc": R.TRUNCATED_WARC_RECORD,
+    "empty_file": R.EMPTY_FILE,
     "invalid_utf8": R.INVALID_UTF8,
     "not_json": R.INVALID_JSON,
     "missing_text": R.MISSING_TEXT_FIELD,
@@ -125,6 +127,10 @@ def bad(tmp_path_factory):
     (d / "corrupt_gzip.jsonl.gz").write_bytes(data[: len(data) // 2])
     warc = warc_response("http://ok", html_page(prose(3))) + warc_response("http://cut", html_page(prose(4)))
     (d / "truncated_warc.warc").write_bytes(warc[:-300])
+    # One gzip member per record, cut in the third: both complete records before it must survive.
+    members = [gzip.compress(warc_response(f"http://gz/{i}", html_page(prose(20 + i))), mtime=0) for i in range(3)]
+    (d / "truncated_gz_warc.warc.gz").write_bytes(b"".join(members)[: -len(members[2]) // 2])
+    (d / "empty_file.jsonl").write_bytes(b"")  # 0 bytes: said in rejects/, not skipped
     write_jsonl(d / "invalid_utf8.jsonl", [good_line, b'{"text": "caf\xe9 au lait"}'])
     write_jsonl(d / "not_json.jsonl", [good_line, "{this is not json"])
     write_jsonl(d / "missing_text.jsonl", [good_line, {"body": "wrong field"}])
@@ -144,12 +150,17 @@ def test_bad_input_goes_to_rejects_with_reason(bad, kind):
     mine = [r for r in rejects if Path(r["source"]).name.startswith(kind)]
     assert [r["reason"] for r in mine] == [BAD_KINDS[kind]], mine
     r = mine[0]
+    if kind == "empty_file":
+        assert r["position"] == 0 and r["size"] == 0 and r["detail"]
+        return
     assert r["position"] >= 1 and len(r["sha256"]) == 64 and "detail" in r
     if kind != "corrupt_gzip":
         assert r["size"] > 0 and r["preview"]
     # the good record before the damage survived
     ok = [d for d in documents.iter_documents(str(root / "out")) if Path(d["source"]).name.startswith(kind)]
     assert ok, f"the good record of {kind} was lost"
+    if kind == "truncated_gz_warc":  # fastwarc reads ahead: the damage must not swallow the last complete record
+        assert sorted(d["url"] for d in ok) == ["http://gz/0", "http://gz/1"] and r["position"] == 2
 
 
 def test_bad_input_counters_reconcile(bad):

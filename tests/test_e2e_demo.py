@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import time
 from pathlib import Path
@@ -140,6 +141,11 @@ def test_demo_deployment_end_to_end_then_reused(stack):
     kinds = {n.kind for n in node.iter()}
     assert {"model", "report", "checkpoint", "pack", "tokenizer", "documents", "input"} <= kinds
     assert not any(n.status == "mismatch" for n in node.iter())
+
+    # Pretraining on CPU left nothing in /dev/shm (entries named by this run's master port; other runs on the
+    # machine use other ports).
+    ports = set(re.findall(r"--master_port (\d+)", (stack.base / "worker.log").read_text()))
+    assert ports and not [p for port in ports for p in Path("/dev/shm").glob(f"deepspeed_*_{port}_*")]
 
     # The exported discriminator is a real HF model.
     from transformers import AutoModel, AutoTokenizer

@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
+import stat
 import time
 from pathlib import Path
 
@@ -52,10 +54,21 @@ def reference(real_pack, tmp_path_factory) -> dict:
     base = tmp_path_factory.mktemp("reference")
     run = base / "run"
     log = base / "launcher.log"
-    rc = run_launcher(deepspeed_cmd(overrides(real_pack["pack"], str(run))), log)
+    port = free_port()
+    rc = run_launcher(deepspeed_cmd(overrides(real_pack["pack"], str(run)), port=port), log)
     assert rc == 0, log.read_text()[-5000:]
     return {"run": run, "log": log, "pack": real_pack["pack"], "losses": read_losses(str(run / "metrics.jsonl")),
-            "info": json.loads((run / "run_info.json").read_text())}
+            "info": json.loads((run / "run_info.json").read_text()), "port": port}
+
+
+def shm_buffers(port: int) -> list[str]:
+    """This run's entries in /dev/shm: DeepSpeed names its CPU comm buffers by master port (other runs on the
+    machine, other ports, are not counted)."""
+    return sorted(p.name for p in Path("/dev/shm").glob(f"deepspeed_*_{port}_*"))
+
+
+def test_two_rank_run_leaves_nothing_in_dev_shm(reference):
+    assert shm_buffers(reference["port"]) == []
 
 
 def test_two_ranks_zero3_loss_falls(reference):
@@ -151,12 +164,21 @@ def test_sigterm_then_resume_matches_uninterrupted_via_s3(reference, real_pack, 
     pack = f"{s3_bucket}/pack"
     storage.upload_dir(real_pack["pack"], pack)
     run = f"{s3_bucket}/runs/preempted"
-    staging = tmp_path / "staging"
-    cmd = deepspeed_cmd(overrides(pack, run, "checkpoint.every_steps=100",
-                                  f"checkpoint.staging={staging}"))
+    tmp = tmp_path / "tmp"  # the ranks' TMPDIR: the default staging directory goes here
+    tmp.mkdir()
+    port = free_port()
+    cmd = deepspeed_cmd(overrides(pack, run, "checkpoint.every_steps=100"), port=port)
     log1 = tmp_path / "first.log"
-    proc = start(cmd, log1)
+    proc = start(cmd, log1, env={"TMPDIR": str(tmp)})
+    deadline = time.monotonic() + 600
+    while not list(tmp.glob("electra-staging-*")):
+        assert proc.poll() is None and time.monotonic() < deadline, log1.read_text()[-4000:]
+        time.sleep(0.2)
+    staging = next(tmp.glob("electra-staging-*"))
+    assert re.fullmatch(rf"electra-staging-{os.getuid()}-[0-9a-f]{{16}}", staging.name)  # not guessable
+    assert stat.S_IMODE(staging.stat().st_mode) == 0o700
     wait_for_step(staging / "metrics.jsonl", 5, proc, log1)
+    assert shm_buffers(port) == []  # DeepSpeed's CPU shm op is not even loaded
     os.killpg(proc.pid, signal.SIGTERM)
     wait(proc, log1)
     _wait_group_gone(proc.pid)
@@ -164,10 +186,12 @@ def test_sigterm_then_resume_matches_uninterrupted_via_s3(reference, real_pack, 
     uri, m = ckpt.latest_complete(run)
     stopped = m["step"]
     assert 5 <= stopped < STEPS and uri.startswith("s3://")
-    assert not (staging / "checkpoints" / ckpt.tag(stopped)).exists()  # uploaded, then staging cleared
+    assert not list(tmp.glob("electra-staging-*"))  # uploaded, then the staging directory removed
+    assert shm_buffers(port) == []  # a SIGTERM'd run leaves nothing in /dev/shm either
 
     log2 = tmp_path / "second.log"
-    assert run_launcher(cmd, log2) == 0, log2.read_text()[-5000:]
+    assert run_launcher(cmd, log2, env={"TMPDIR": str(tmp)}) == 0, log2.read_text()[-5000:]
+    assert not list(tmp.glob("electra-staging-*")) and shm_buffers(port) == []
     assert f"resumed from {run}/checkpoints/{ckpt.tag(stopped)}" in log2.read_text()
     local = tmp_path / "metrics.jsonl"
     storage.download_file(f"{run}/metrics.jsonl", str(local))
@@ -227,6 +251,8 @@ def test_resume_skips_a_corrupt_newest_checkpoint(reference, tmp_path):
     assert run_launcher(deepspeed_cmd(overrides(reference["pack"], str(run))), log) == 0, log.read_text()[-5000:]
     text = log.read_text()
     assert "failed its sha256 check" in text and "does not match its sha256" in text and f"resumed from {run}/checkpoints/{ckpt.tag(first_kept)}" in text
+    steps = [json.loads(line)["step"] for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert steps == list(range(1, STEPS + 1))  # the retrained steps replace their earlier lines, once each
     losses = read_losses(str(run / "metrics.jsonl"))
     for step in range(first_kept + 1, STEPS + 1):
         assert losses[step]["loss"] == pytest.approx(reference["losses"][step]["loss"], abs=1e-6), step

@@ -105,6 +105,9 @@ def read_file(uri: str, fmt: str, cfg: ReaderConfig,
         for tag, rec in reader(uri, cfg, settings):
             position = rec["position"] + 1
             yield tag, rec
+        if position == 0:
+            yield "reject", R.reject(R.EMPTY_FILE, uri, 0, detail="the file holds no record",
+                                     preview_chars=cfg.preview_chars)
     except _decompression_errors() as exc:
         yield "reject", R.reject(R.CORRUPT_COMPRESSION, uri, position, detail=f"{type(exc).__name__}: {exc}",
                                  preview_chars=cfg.preview_chars)
@@ -235,11 +238,56 @@ def _plain(raw: bytes, uri: str, position: int, cfg: ReaderConfig) -> tuple[str,
 def _read_warc(uri, cfg: ReaderConfig, settings) -> Iterator[tuple[str, dict]]:
     wanted = WarcRecordType.response | WarcRecordType.resource | WarcRecordType.conversion
     with open_decompressed(uri, settings) as f:
-        # We decompress ourselves: fastwarc's own gzip reader hides a truncated member.
-        records = ArchiveIterator(f, record_types=wanted, parse_http=True, stream_detect=False,
-                                  fsspec_args=False)
-        for position, rec in enumerate(records):
-            yield _warc_record(rec, uri, position, cfg)
+        # We decompress ourselves: fastwarc's own gzip reader hides a truncated member. The stream ends
+        # quietly where the damage starts, so fastwarc, which reads ahead, still yields every complete record
+        # before it; the damage is raised after them (one reject, unless a truncated record already says it).
+        stream = _UntilDamage(f)
+        records = ArchiveIterator(stream, record_types=wanted,
+                                  parse_http=True, stream_detect=False, fsspec_args=False)
+        tag, rec = None, None
+        for position, r in enumerate(records):
+            tag, rec = _warc_record(r, uri, position, cfg)
+            yield tag, rec
+        truncated = tag == "reject" and rec["reason"] == R.TRUNCATED_WARC_RECORD
+        if stream.damage is not None and not truncated:
+            raise stream.damage
+
+
+class _UntilDamage(io.RawIOBase):
+    """A decompressed stream that ends at the first decompression error and keeps it in `damage`."""
+
+    def __init__(self, inner: IO[bytes]):
+        self.inner, self.damage, self.pos = inner, None, 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self.pos
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        """Forward only (fastwarc skips record bodies), by reading: a decompressed stream cannot jump."""
+        target = offset if whence == io.SEEK_SET else self.pos + offset
+        if whence not in (io.SEEK_SET, io.SEEK_CUR) or target < self.pos:
+            raise io.UnsupportedOperation("forward seeks only")
+        while self.pos < target and self.read(min(target - self.pos, 1 << 20)):
+            pass
+        return self.pos
+
+    def readinto(self, b) -> int:
+        if self.damage is not None:
+            return 0
+        try:  # read1: one underlying read, so data decoded before the damage is returned, not dropped with it
+            data = self.inner.read1(len(b)) if hasattr(self.inner, "read1") else self.inner.read(len(b))
+        except _decompression_errors() as exc:
+            self.damage = exc
+            return 0
+        b[:len(data)] = data
+        self.pos += len(data)
+        return len(data)
 
 
 def _warc_record(rec, uri: str, position: int, cfg: ReaderConfig) -> tuple[str, dict]:

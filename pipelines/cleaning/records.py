@@ -21,6 +21,7 @@ EMPTY_DOCUMENT = "empty_document"
 TOO_LARGE = "too_large"
 NON_HTML_RESPONSE = "non_html_response"
 UNREADABLE_FILE = "unreadable_file"
+EMPTY_FILE = "empty_file"  # an input file with no record at all (0 bytes, an empty archive): said, not skipped
 RULE_ERROR = "rule_error"  # a cleaning rule raised on this document: a bug to fix, the record is kept here
 
 

@@ -15,7 +15,7 @@ import logging
 import os
 import tempfile
 
-from common import manifest, storage
+from common import claims, manifest, storage
 from pipelines.tokenizer import hf_export
 from pipelines.tokenizer.config import TokenizerConfig
 from pipelines.tokenizer.load import SPM_NAME, check_special_tokens
@@ -48,11 +48,17 @@ def trainer_options(cfg: TokenizerConfig) -> dict:
     )
 
 
-def run(cfg: TokenizerConfig, settings: storage.StorageSettings | None = None) -> dict:
-    """Train, export and publish; returns the tokenizer manifest (written last)."""
+def run(cfg: TokenizerConfig, settings: storage.StorageSettings | None = None, *, break_claim: bool = False) -> dict:
+    """Train, export and publish; returns the tokenizer manifest (written last). ClaimHeld when another run
+    writes the output (common/claims.py)."""
+    storage.check_reachable(cfg.output, settings)
+    with claims.hold(cfg.output, "train_tokenizer", settings, break_claim=break_claim) as claim:
+        return _run(cfg, settings, claim)
+
+
+def _run(cfg: TokenizerConfig, settings: storage.StorageSettings | None, claim: claims.Claim) -> dict:
     import sentencepiece as spm
 
-    storage.check_reachable(cfg.output, settings)
     docs_manifest = manifest.read(cfg.input, kind="documents", settings=settings)
     ids, total = select_ids(cfg.input, cfg.sample_docs, cfg.sample_seed, settings)
     if not ids:
@@ -97,5 +103,6 @@ def run(cfg: TokenizerConfig, settings: storage.StorageSettings | None = None) -
         model_type=cfg.model_type,
         normalization="identity (whitespace kept, byte fallback)",
     )
+    claim.check()
     manifest.write(cfg.output, m, settings)
     return m
