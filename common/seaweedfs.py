@@ -351,7 +351,11 @@ def main(argv: list[str] | None = None) -> int:
     if a.verb == "start" and not endpoint:
         LocalS3(a.dir).stop()  # a dead or unresponsive server of this directory
         port = next((p for p in (previous_port(a.dir), a.port) if p and port_free(p)), 0)  # stay put across restarts
-        endpoint = LocalS3(a.dir, port).start().endpoint_url
+        try:
+            endpoint = LocalS3(a.dir, port).start().endpoint_url
+        except RuntimeError as exc:
+            print(f"error: {' '.join(str(exc).split())}", file=sys.stderr)
+            return 1
     if not endpoint:
         print(f"error: no SeaweedFS running in {a.dir}: `python -m common.seaweedfs start --dir {a.dir}`",
               file=sys.stderr)

@@ -656,20 +656,26 @@ def sha256_uri(uri: str, settings: StorageSettings | None = None) -> str:
     return h.hexdigest()
 
 
-def _main(argv: list[str] | None = None) -> None:
+def _main(argv: list[str] | None = None) -> int:
     """Tiny CLI: `python -m common.storage mb s3://bucket` | `ls URI`."""
     import argparse
+
+    from common import cli
 
     ap = argparse.ArgumentParser(prog="python -m common.storage", description=_main.__doc__)
     ap.add_argument("verb", choices=["mb", "ls"])
     ap.add_argument("uri")
+    cli.add_debug(ap)
     a = ap.parse_args(argv)
-    if a.verb == "mb":
-        make_bucket(a.uri)
-    else:
-        for f in list_files(a.uri):
-            print(f)
+
+    def body() -> str:
+        if a.verb == "mb":
+            make_bucket(a.uri)
+            return f"bucket {a.uri} ready"
+        return "\n".join(list_files(a.uri))
+
+    return cli.run_job(body, argv=argv)
 
 
 if __name__ == "__main__":
-    _main()
+    raise SystemExit(_main())
