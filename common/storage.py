@@ -202,7 +202,9 @@ def client(settings: StorageSettings | None = None):
                 read_timeout=120,
                 max_pool_connections=32,
             )
-            c = boto3.client(
+            # A session of its own: boto3's default session caches the first credentials it resolves, so a later
+            # client without explicit keys would silently reuse another job's environment.
+            c = boto3.session.Session().client(
                 "s3",
                 endpoint_url=s.endpoint_url,
                 aws_access_key_id=s.access_key_id,
