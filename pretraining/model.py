@@ -136,8 +136,10 @@ def pick_positions(input_ids: torch.Tensor, attention_mask: torch.Tensor, cfg: M
     token; there is no random-token replacement (the generator already supplies replacements).
     """
     device = input_ids.device
-    never = torch.tensor([cfg.pad_token_id, cfg.cls_token_id, cfg.sep_token_id, cfg.mask_token_id], device=device)
-    maskable = attention_mask.bool() & ~torch.isin(input_ids, never)
+    # Compared one id at a time: a tensor of the ids built here would be a host-to-device copy, which waits.
+    special = ((input_ids == cfg.pad_token_id) | (input_ids == cfg.cls_token_id) | (input_ids == cfg.sep_token_id)
+               | (input_ids == cfg.mask_token_id))
+    maskable = attention_mask.bool() & ~special
     counts = maskable.sum(dim=1)
     picks = torch.where(counts > 0, (counts.float() * cfg.mask_prob).round().long().clamp(min=1), 0)
     # A random score per maskable position; the `picks` lowest of each row are masked.
