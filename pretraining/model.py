@@ -249,11 +249,14 @@ class ElectraPretrainingModel(nn.Module):
         """The padding mask in the form the attention kernel wants.
 
         SDPA gets the boolean key mask [batch, 1, 1, seq], broadcast over heads and queries by the kernel
-        (the memory-efficient one takes it; no [seq, seq] bias is built). It is always passed: checking
-        whether a batch has padding (to drop the mask for the flash kernel) reads the device from the host,
-        and with 5% short rows most batches of 32 are padded anyway. Other kernels get transformers' mask.
+        (the memory-efficient one takes it; no [seq, seq] bias is built). On a GPU it is always passed:
+        checking whether a batch has padding (to drop the mask for the flash kernel) reads the device from
+        the host, and with 5% short rows most batches of 32 are padded anyway. On CPU that check is free,
+        and an unpadded batch gets None. Other kernels get transformers' mask.
         """
         if self._mask_config._attn_implementation == "sdpa":
+            if attention_mask.device.type == "cpu" and bool(attention_mask.all()):
+                return None  # read on the host at no cost (a GPU tensor would make it wait): SDPA's unmasked path
             return attention_mask.bool()[:, None, None, :]
         return create_bidirectional_mask(config=self._mask_config, inputs_embeds=embeddings,
                                          attention_mask=attention_mask)
