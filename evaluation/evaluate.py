@@ -9,13 +9,19 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import logging
+import os
 import statistics
+import tempfile
+import time
 
 from common import manifest, storage
-from evaluation import glue_data, model_io, paper, report, squad_data, tasks
+from evaluation import glue_data, model_io, paper, report, squad_data, tasks, tiers
 from evaluation.config import EvalConfig, recipe
+from evaluation.finetune import train_steps
 from evaluation.glue_data import DataFormatError
-from evaluation.glue_task import run_glue_seed
+from evaluation.glue_task import run_glue_seed, training_rows
+from evaluation.progress import EvalProgress, PlannedRun
+from evaluation.report import curves
 from evaluation.squad_task import run_squad_seed
 
 log = logging.getLogger(__name__)
@@ -49,21 +55,41 @@ def _median(per_seed: list[dict[str, float]]) -> dict[str, float]:
     return {k: float(statistics.median(s[k] for s in per_seed)) for k in per_seed[0]}
 
 
-def _skeleton(cfg: EvalConfig, info: model_io.ModelInfo, lr: float, decay: float, paper_label: str) -> dict:
-    """results.json without task scores: who was evaluated, when, how."""
+def plan(specs: list[tasks.TaskSpec], data: dict, cfg: EvalConfig) -> list[PlannedRun]:
+    """Every (task, seed) run with its step count and relative work, for the overall ETA."""
+    ft, cap = cfg.finetune, tiers.TIERS[cfg.tier].max_steps
+    out = []
+    for t in specs:
+        squad = t.kind == "squad"
+        n = len(data[t.name]["train"]) if squad else len(training_rows(t, data[t.name]["train"], ft))
+        length = ft.squad_max_seq_length if squad else ft.max_seq_length
+        steps = train_steps(n, ft, ft.epochs if ft.epochs is not None else t.epochs, cap)
+        n_eval = sum(len(rows) for split, rows in data[t.name].items() if split != "train")
+        units = steps * ft.batch_size * length + n_eval * length / 3
+        out += [PlannedRun(t.name, s, steps, units) for s in range(cfg.seed_base, cfg.seed_base + cfg.seeds)]
+    return out
+
+
+def _skeleton(cfg: EvalConfig, info: model_io.ModelInfo, lr: float, decay: float) -> dict:
+    """results.json without task scores: who was evaluated, when, how, against what."""
     now = datetime.datetime.now(datetime.timezone.utc)
+    rows = paper.rows_for(info.size)
     return {"title": cfg.report.title or f"Evaluation of {info.name}", "name": info.name,
             "created": now.isoformat(timespec="seconds"),
             "created_id": now.strftime("%Y%m%dT%H%M%S.%f")[:-3] + "Z",  # the report dir; sorts in time order
             "model": {"uri": info.uri, "size": info.size, "step": info.step, "hidden_size": info.hidden_size,
                       "num_layers": info.num_layers, "manifest_hash": (info.manifest or {}).get("manifest_hash")},
-            "seeds": cfg.seeds, "paper_row": paper_label, "learning_rate": lr, "layer_decay": decay,
+            "tier": tiers.TIERS[cfg.tier].describe(), "seeds": cfg.seeds,
+            "paper_row": rows[0].label, "paper_rows": [r.describe() for r in rows],
+            "learning_rate": lr, "layer_decay": decay,
+            "heads": {"glue": cfg.finetune.glue_head, "squad": cfg.finetune.squad_head},
             "config": dataclasses.asdict(cfg), "tasks": {}}
 
 
 def evaluate(cfg: EvalConfig) -> dict:
     """Run the evaluation `cfg` describes; returns the report manifest (`report_uri` = where it landed)."""
     # Every check on user input first: a typo must cost seconds, not a fine-tuning run.
+    cfg = tiers.resolve(cfg)
     cfg.finetune.check()
     specs = tasks.resolve(list(cfg.tasks))
     info = model_io.inspect(cfg.model, cfg.report.name, cfg.size)
@@ -74,8 +100,13 @@ def evaluate(cfg: EvalConfig) -> dict:
 
     lr = cfg.finetune.learning_rate or recipe(info.size).learning_rate
     decay = cfg.finetune.layer_decay or recipe(info.size).layer_decay
-    paper_label, row = paper.paper_row(info.size)
-    results = _skeleton(cfg, info, lr, decay, paper_label)
+    paper_row, released_row = paper.rows_for(info.size)
+    results = _skeleton(cfg, info, lr, decay)
+    cap = tiers.TIERS[cfg.tier].max_steps
+    progress = EvalProgress(plan(specs, data, cfg), cfg.finetune.progress_every_pct)
+    log.info("tier %s", tiers.TIERS[cfg.tier].summary)
+    progress.start()
+    saved = tempfile.TemporaryDirectory(prefix="eval-models-") if cfg.finetune.save_models else None
     with storage.local_copy(info.hf_uri) as model_dir:
         tok = load_tokenizer(model_dir, need_offsets=any(t.kind == "squad" for t in specs))
         for t in specs:
@@ -83,16 +114,30 @@ def evaluate(cfg: EvalConfig) -> dict:
             per_key: dict[str, list[dict]] = {}  # mnli gives two keys (matched, mismatched) per run
             for seed in range(cfg.seed_base, cfg.seed_base + cfg.seeds):
                 log.info("fine-tuning %s seed %d", t.name, seed)
+                t0 = time.monotonic()
+                save_dir = os.path.join(saved.name, f"{t.name}-seed{seed}") if saved else None
                 scores = runner(t, data[t.name], model_dir, tok, cfg.finetune, lr=lr, layer_decay=decay, seed=seed,
-                                use_cpu=cfg.device == "cpu")
+                                use_cpu=cfg.device == "cpu", cap=cap, progress=progress.run(t.name, seed),
+                                save_dir=save_dir)
+                progress.finish(t.name, seed, scores, t.primary, time.monotonic() - t0)
                 for key, s in scores.items():
                     per_key.setdefault(key, []).append({"seed": seed, "scores": s})
             for key, runs in per_key.items():
-                by_metric = paper.paper_scores(row, key, t.primary)  # SQuAD: EM and F1; GLUE: the primary
+                by_metric = paper_row.scores(key, t.primary)  # SQuAD: EM and F1; GLUE: the primary
                 results["tasks"][key] = {
                     "task": t.name, "primary": t.primary, "metrics": list(t.metrics),
                     "median": _median([r["scores"] for r in runs]), "seeds": runs,
                     "paper": by_metric.get(t.primary), "paper_metrics": by_metric,
+                    "released": released_row.scores(key, t.primary).get(t.primary),
+                    "released_metrics": released_row.scores(key, t.primary),
                     "examples": {split: len(rows) for split, rows in data[t.name].items()}}
+    results["glue_average"] = {"ours": paper.glue_average(results["tasks"]), "paper": paper_row.glue_average,
+                               "released": released_row.glue_average}
     inputs = [manifest.input_ref(info.uri, info.manifest)] if info.manifest else []
-    return report.write(cfg.output, results, margin=cfg.report.regression_margin, inputs=inputs, config=cfg)
+    try:
+        return report.write(cfg.output, results, margin=cfg.report.regression_margin, inputs=inputs, config=cfg,
+                            pretrain_metrics=curves.find(cfg.report.pretrain_metrics, info.manifest),
+                            models_dir=saved.name if saved else None)
+    finally:
+        if saved:
+            saved.cleanup()
