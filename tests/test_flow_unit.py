@@ -149,7 +149,7 @@ class FakeStages:
                                                                    "median": {"accuracy": 0.5}, "paper": 91.2}}}
             storage.write_text(storage.join(report, "results.json"), json.dumps(results))
             storage.write_text(storage.join(report, "report.md"), "# report")
-            self._derive(report, "report", [arg["--model"]])
+            self._derive(report, "report", [arg["--model"]], tier=arg["--tier"])
         return 0
 
     def _derive(self, out: str, kind: str, input_uris: list[str], **extra) -> dict:
@@ -299,6 +299,16 @@ def test_report_flow_evaluates_the_newest_checkpoint_once(harness, fake, tmp_pat
     again = glue_squad_report(**report_params)  # no new checkpoint: nothing is redone
     assert all(v["skipped"] for v in again["stages"].values() if v)
     assert f.calls == calls
+
+    # The quick tier is another evaluation of the same model; once done, a model is not evaluated at it again,
+    # even with other settings.
+    quick = {**report_params, "evaluation": {"tier": "quick", "overrides": ["finetune.max_steps=5"]}}
+    first_quick = glue_squad_report(**quick)
+    assert f.calls["evaluation.run"] == calls["evaluation.run"] + 1 and not first_quick["stages"]["report"]["skipped"]
+    quick["evaluation"]["overrides"] = ["finetune.max_steps=7"]
+    again_quick = glue_squad_report(**quick)
+    assert f.calls["evaluation.run"] == calls["evaluation.run"] + 1 and again_quick["stages"]["report"]["skipped"]
+    assert again_quick["stages"]["report"]["output"] == first_quick["stages"]["report"]["output"]
 
 
 def test_launcher_tree_dies_with_the_flow_process(tmp_path):
