@@ -96,7 +96,7 @@ def markdown(rows: list[TierCost], gpu: str, mfu: float) -> str:
            "|---|---|---|---|---|---|---|---|"]
     for r in rows:
         out.append(f"| {r.size} | {r.tier} | {r.runs} | {r.steps:,} | {r.tokens / 1e6:,.0f}M | {r.flops / 1e15:,.0f} "
-                   f"| {r.gpu_hours:.2f} | {r.gpu_hours_padded:.2f} |")
+                   f"| {r.gpu_hours:.2g} | {r.gpu_hours_padded:.2g} |")
     return "\n".join(out)
 
 

@@ -28,8 +28,9 @@ _LAYER = re.compile(r"\.encoder\.layer\.(\d+)\.")
 _NO_DECAY = ("bias", "LayerNorm.weight", "layer_norm.weight")  # ELECTRA/BERT exclude these from weight decay
 
 
-def load_for_finetuning(auto_class, model_dir: str, **kwargs) -> torch.nn.Module:
-    """`auto_class.from_pretrained` where only the new task head may start from random weights.
+def load_for_finetuning(model_class, model_dir: str, **kwargs) -> torch.nn.Module:
+    """`model_class.from_pretrained` (an ELECTRA head of evaluation/heads.py or an HF Auto class) where only the
+    new task head may start from random weights.
 
     transformers reports fresh weights as a warning table on every load (for fine-tuning the head
     is always new). Here that is checked instead: a missing or mis-shaped encoder tensor means the
@@ -38,7 +39,7 @@ def load_for_finetuning(auto_class, model_dir: str, **kwargs) -> torch.nn.Module
     verbosity = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()
     try:
-        model, info = auto_class.from_pretrained(model_dir, output_loading_info=True, **kwargs)
+        model, info = model_class.from_pretrained(model_dir, output_loading_info=True, **kwargs)
     finally:
         hf_logging.set_verbosity(verbosity)
     base = model.base_model_prefix + "."

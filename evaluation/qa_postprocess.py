@@ -1,10 +1,16 @@
-"""Start/end logits of every window -> one answer text (and a no-answer probability) per question.
+"""Model outputs of every window -> one answer text (and a no-answer probability) per question.
 
-As in the official BERT/ELECTRA SQuAD code and HF `run_qa`: over all windows of a question take
-the `n_best` highest start and end logits, keep spans inside the context, end >= start, at most
-`max_answer_length` tokens; the best span's score is start + end logit. The no-answer score is
-the [CLS] start + end logit, its minimum over windows. SQuAD 2.0 answers "" when that beats the
-best span; the probability sent to the threshold search is sigmoid(null score - best span score).
+Two decoders, one per SQuAD head (evaluation/heads.py):
+
+- `postprocess_beam`, for ELECTRA's head (the default), as the official `finetune/qa/qa_metrics.py`:
+  candidates are the beam's (start, end) pairs scored by summed log-probability; starts must be
+  context tokens in their max-context window; the prediction is always the best span, and the
+  answerability logit (minimum over windows) is the no-answer score, sent as its sigmoid.
+- `postprocess`, for HF's head, as the official BERT code and HF `run_qa`: over all windows take
+  the `n_best` highest start and end logits, keep spans inside the context, end >= start, at most
+  `max_answer_length` tokens; the best span's score is start + end logit. The no-answer score is
+  the [CLS] start + end logit, its minimum over windows. SQuAD 2.0 answers "" when that beats the
+  best span; the probability sent to the threshold search is sigmoid(null score - best span score).
 """
 
 from __future__ import annotations

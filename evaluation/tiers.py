@@ -9,12 +9,11 @@ because
 - their dev sets are large (MNLI 9,815 + 9,832, SQuAD 2.0 11,873, SST-2 872 examples), so a
   single seed moves by tenths of a point where RTE (277), MRPC (408) and CoLA (1,043) move by
   points between seeds: a checkpoint-to-checkpoint change of a point or two is signal there;
-- their training sets are large enough that 32,000 examples already sit on the rising part of
-  the curve that the full run finishes, rather than on noise from a few hundred examples;
+- their training sets are large, so 32,000 examples are a fraction of an epoch: a capped run is
+  a shortened full run, not a different regime (as a capped RTE run of a few hundred examples would be);
 - together they cover sentence-pair inference, single-sentence classification and span
-  extraction with answerability (the skill closest to replaced-token detection, and the one
-  that separates ELECTRA from BERT in the paper), which between them carry what the GLUE
-  average and the SQuAD rows measure.
+  extraction with answerability (on which the paper finds ELECTRA comparatively stronger than on
+  SQuAD 1.1), what the GLUE average and the SQuAD rows measure.
 A quick report is only compared with other quick reports (its steps are capped, so its scores
 sit below the paper's by design): regressions and the over-steps plots use the same tier only.
 """

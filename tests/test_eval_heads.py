@@ -198,3 +198,26 @@ def test_finetuning_warmup_and_progress_lines(tiny_model, caplog):
     assert len(done) == 1 and "accuracy" in done[0] and "overall 1/1 runs (100%)" in done[0]
     events = [r.eval_progress for r in caplog.records if hasattr(r, "eval_progress")]
     assert events[-1].fraction == 1.0 and all(0.0 <= e.fraction <= 1.0 for e in events)
+
+
+def test_tier_cost_table_follows_the_cost_model():
+    from evaluation import cost
+    from evaluation.tiers import TIERS, Tier
+    from pretraining.cost import encoder_flops_per_token
+    from pretraining.sizes import electra_large
+
+    rows = {(r.size, r.tier): r for r in cost.table("h100-sxm-bf16", 0.3)}
+    for size in ("small", "base", "large"):
+        quick, full = rows[(size, "quick")], rows[(size, "full")]
+        assert quick.steps == 3 * 1000 and quick.runs == 3  # MNLI, SST-2, SQuAD 2.0 all outgrow 1,000 steps
+        assert full.runs == 30 and full.gpu_hours > 20 * quick.gpu_hours and full.gpu_hours_padded > full.gpu_hours
+    assert rows[("small", "full")].flops < rows[("base", "full")].flops < rows[("large", "full")].flops
+    # One task by hand: RTE, Large, 10 epochs of 2,490 examples in batches of 32, dev 277, ~70 tokens.
+    rte = cost.tier_cost("large", Tier("x", ("rte",), 1, -1, ""), peak_flops=989e12, mfu=0.5)
+    steps = 10 * -(-2490 // 32)
+    assert rte.steps == steps
+    flops = (steps * 32 * 70 + 277 * 70 / 3) * encoder_flops_per_token(electra_large(), 70)
+    assert rte.flops == pytest.approx(flops) and rte.gpu_hours == pytest.approx(flops / (989e12 * 0.5 * 3600))
+    table = cost.markdown(list(rows.values()), "h100-sxm-bf16", 0.3)
+    assert table.count("\n| ") == 1 + 6 and "| large | full | 30 |" in table
+    assert TIERS["full"].seeds == 3 and TIERS["quick"].seeds == 1

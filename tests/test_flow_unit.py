@@ -144,6 +144,12 @@ class FakeStages:
             ck = manifests.read(arg["--checkpoint"])
             self._derive(out, "model", [arg["--checkpoint"]], step=ck["step"])
         elif module == "evaluation.run":
+            from evaluation.progress import EvalProgress, PlannedRun
+
+            progress = EvalProgress([PlannedRun("sst2", 1, 4, 1.0)])  # the real progress events, as a run logs them
+            progress.start()
+            progress.run("sst2", 1)
+            progress.finish("sst2", 1, {"sst2": {"accuracy": 50.0}}, "accuracy", 1.0)
             report = storage.join(arg["--output"], "reports", "m", f"2026010{self.calls[module]}T000000Z")
             results = {"name": "m", "seeds": 1, "tasks": {"sst2": {"task": "sst2", "primary": "accuracy",
                                                                    "median": {"accuracy": 0.5}, "paper": 91.2}}}
@@ -263,8 +269,12 @@ def test_stage_artifacts_are_created(harness, fake, tmp_path):
     params["run_name"] = "arts"
     fake()
     electra_pretraining(**params)
-    for key in ("arts-clean", "arts-clean-counters", "arts-pack", "arts-pretrain", "arts-scores", "arts-summary"):
+    for key in ("arts-clean", "arts-clean-counters", "arts-pack", "arts-pretrain", "arts-scores", "arts-summary",
+                "arts-evaluate-progress"):
         assert Artifact.get(key) is not None, key
+    progress = Artifact.get("arts-evaluate-progress")
+    assert progress.type == "progress" and float(progress.data) == 100.0
+    assert "overall ETA" in progress.description
     md = Artifact.get("arts-clean").data
     assert "### clean: ran" in md and "dropped.c4" in md
     table = Artifact.get("arts-clean-counters").data
