@@ -98,6 +98,18 @@ def _skeleton(cfg: EvalConfig, info: model_io.ModelInfo, lr: float, decay: float
             "config": dataclasses.asdict(cfg), "tasks": {}}
 
 
+def _entry(t: tasks.TaskSpec, key: str, runs: list[dict], data: dict, paper_row: paper.PaperRow,
+           released_row: paper.PaperRow) -> dict:
+    """results.json's entry of one result key: median and per-seed scores beside both reference rows."""
+    published = paper_row.scores(key, t.primary)  # SQuAD: EM and F1; GLUE: the primary metric
+    released = released_row.scores(key, t.primary)
+    return {"task": t.name, "primary": t.primary, "metrics": list(t.metrics),
+            "median": _median([r["scores"] for r in runs]), "seeds": runs,
+            "paper": published.get(t.primary), "paper_metrics": published,
+            "released": released.get(t.primary), "released_metrics": released,
+            "examples": {split: len(rows) for split, rows in data.items()}}
+
+
 def evaluate(cfg: EvalConfig) -> dict:
     """Run the evaluation `cfg` describes; returns the report manifest (`report_uri` = where it landed)."""
     # Every check on user input first: a typo must cost seconds, not a fine-tuning run.
@@ -118,8 +130,8 @@ def evaluate(cfg: EvalConfig) -> dict:
     progress = EvalProgress(plan(specs, data, cfg), cfg.finetune.progress_every_pct)
     log.info("tier %s", tiers.TIERS[cfg.tier].summary)
     progress.start()
-    saved = tempfile.TemporaryDirectory(prefix="eval-models-") if cfg.finetune.save_models else None
-    with storage.local_copy(info.hf_uri) as model_dir:
+    keep = cfg.finetune.save_models
+    with storage.local_copy(info.hf_uri) as model_dir, tempfile.TemporaryDirectory(prefix="eval-models-") as saved:
         tok = load_tokenizer(model_dir, need_offsets=any(t.kind == "squad" for t in specs))
         for t in specs:
             runner = run_squad_seed if t.kind == "squad" else run_glue_seed
@@ -127,7 +139,7 @@ def evaluate(cfg: EvalConfig) -> dict:
             for seed in range(cfg.seed_base, cfg.seed_base + cfg.seeds):
                 log.info("fine-tuning %s seed %d", t.name, seed)
                 t0 = time.monotonic()
-                save_dir = os.path.join(saved.name, f"{t.name}-seed{seed}") if saved else None
+                save_dir = os.path.join(saved, f"{t.name}-seed{seed}") if keep else None
                 run_data = {**data[t.name], "train": capped_train(data[t.name]["train"], cfg.finetune, cap, seed)}
                 scores = runner(t, run_data, model_dir, tok, cfg.finetune, lr=lr, layer_decay=decay, seed=seed,
                                 use_cpu=cfg.device == "cpu", cap=cap, progress=progress.run(t.name, seed),
@@ -136,21 +148,10 @@ def evaluate(cfg: EvalConfig) -> dict:
                 for key, s in scores.items():
                     per_key.setdefault(key, []).append({"seed": seed, "scores": s})
             for key, runs in per_key.items():
-                by_metric = paper_row.scores(key, t.primary)  # SQuAD: EM and F1; GLUE: the primary
-                results["tasks"][key] = {
-                    "task": t.name, "primary": t.primary, "metrics": list(t.metrics),
-                    "median": _median([r["scores"] for r in runs]), "seeds": runs,
-                    "paper": by_metric.get(t.primary), "paper_metrics": by_metric,
-                    "released": released_row.scores(key, t.primary).get(t.primary),
-                    "released_metrics": released_row.scores(key, t.primary),
-                    "examples": {split: len(rows) for split, rows in data[t.name].items()}}
-    results["glue_average"] = {"ours": paper.glue_average(results["tasks"]), "paper": paper_row.glue_average,
-                               "released": released_row.glue_average}
-    inputs = [manifest.input_ref(info.uri, info.manifest)] if info.manifest else []
-    try:
+                results["tasks"][key] = _entry(t, key, runs, data[t.name], paper_row, released_row)
+        results["glue_average"] = {"ours": paper.glue_average(results["tasks"]), "paper": paper_row.glue_average,
+                                   "released": released_row.glue_average}
+        inputs = [manifest.input_ref(info.uri, info.manifest)] if info.manifest else []
         return report.write(cfg.output, results, margin=cfg.report.regression_margin, inputs=inputs, config=cfg,
                             pretrain_metrics=curves.find(cfg.report.pretrain_metrics, info.manifest),
-                            models_dir=saved.name if saved else None)
-    finally:
-        if saved:
-            saved.cleanup()
+                            models_dir=saved if keep else None)
