@@ -6,8 +6,8 @@ One epoch of `evaluation.finetune.make_trainer` (the real fine-tuning path: ELEC
 layer-wise LR decay, AdamW, the collator) over synthetic examples whose lengths follow a
 lognormal law clipped to the maximum, in two regimes:
 
-  glue   max 128 tokens, median 36 (sentence pairs: MNLI, QNLI, QQP are 30-50 tokens long)
-  squad  max 512 tokens, median 170 (a question and a Wikipedia paragraph; long ones fill the window)
+  glue   max 128 tokens, median 36, 512 examples (sentence pairs: MNLI, QNLI, QQP are 30-50 tokens long)
+  squad  max 512 tokens, median 170, 128 examples (a question and a paragraph; long ones fill the window)
 
 and three ways of batching the same examples (batch 32):
 
@@ -16,7 +16,9 @@ and three ways of batching the same examples (batch 32):
   dynamic  each batch padded to its longest example, random order
   grouped  dynamic, with Trainer's length-grouped sampler (the default, `finetune.group_by_length`)
 
-Each mode runs in its own process (fresh peak memory), on the same examples and seed. Reported:
+Trainer's length-grouped sampler sorts within mega-batches of min(examples / 128, 50) batches,
+so grouping needs a few hundred examples to show (real datasets have far more). Each mode runs
+in its own process (fresh peak memory), on the same examples and seed. Reported:
 examples/s, the ratio to `padded`, the positions the model computed per example (padding
 included), and the process's peak resident memory. Lengths are what changes the cost, not the
 token values, so ids are random.
