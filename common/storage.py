@@ -104,6 +104,13 @@ class StorageSettings:
         s = self.without_credentials()
         return (StorageSettings, tuple(getattr(s, f.name) for f in dataclasses.fields(s)))
 
+    # In-process copies are the object itself (it is immutable), so they keep the credentials.
+    def __copy__(self) -> "StorageSettings":
+        return self
+
+    def __deepcopy__(self, memo) -> "StorageSettings":
+        return self
+
 
 def beam_s3_args(settings: StorageSettings | None = None) -> list[str]:
     """Beam `S3Options` flags for where the store is (endpoint, region); never the credentials.

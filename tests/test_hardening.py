@@ -184,3 +184,10 @@ def test_the_flow_retries_an_outage_not_a_user_error():
 
     assert _transient(None, None, State(stages.StageError("python -m pipelines.clean ... returned 75", 75)))
     assert not _transient(None, None, State(stages.StageError("python -m pipelines.clean ... returned 2", 2)))
+
+
+def test_in_process_copies_keep_the_credentials():
+    import copy
+
+    s = storage.StorageSettings(access_key_id="AKID", secret_access_key=SECRET)
+    assert copy.deepcopy(s).secret_access_key == SECRET and copy.copy(s).secret_access_key == SECRET
