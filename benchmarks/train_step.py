@@ -50,6 +50,7 @@ sys.path.insert(0, str(REPO))
 import torch  # noqa: E402
 
 from common.machine import cpu_model, load_avg  # noqa: E402
+from pretraining import local_comm  # noqa: E402
 from pretraining.cost import flops_per_token, mfu, peak_flops_for_device  # noqa: E402
 from pretraining.model import gumbel_sample, hf_configs, mask_tokens  # noqa: E402
 from pretraining.sizes import SIZES, ModelConfig, named_size  # noqa: E402
@@ -246,7 +247,7 @@ def deepspeed_runner(stage: int, cfg: ModelConfig, batch, device, dtype) -> Runn
     for key, value in dict(MASTER_ADDR="127.0.0.1", MASTER_PORT="29533", RANK="0", LOCAL_RANK="0",
                            WORLD_SIZE="1").items():
         os.environ.setdefault(key, value)
-    deepspeed.init_distributed(dist_backend="nccl" if device.type == "cuda" else "gloo")
+    local_comm.init_distributed(on_cpu=device.type != "cuda", gpu_backend="nccl")  # as the trainer: no shm op on CPU
     # The project's own ds_configs/zero{2,3}.json (buckets, persistence threshold) where they exist,
     # so the figures are those of the configs training runs use; batch, clipping and dtype from here.
     project = REPO / "ds_configs" / f"zero{stage}.json"

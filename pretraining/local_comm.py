@@ -1,6 +1,10 @@
 """What a CPU (gloo) run sets up before `deepspeed.init_distributed`: loopback rendezvous, no /dev/shm buffers.
 
-    local_comm.prepare(on_cpu=True)      # in the trainer, right before deepspeed.init_distributed
+    local_comm.init_distributed(on_cpu)   # instead of deepspeed.init_distributed, everywhere
+
+Everything that starts DeepSpeed's comm layer (the trainer, the ZeRO-3 test workers, the train-step
+benchmark) goes through `init_distributed`, so no CPU run of the project JIT-builds or loads the
+shm op: a build killed half-way leaves a torch-extension lock file that hangs every later run.
 
 Two things DeepSpeed and torch do by default that a CPU run on one machine does not want:
 
@@ -115,3 +119,11 @@ def prepare(on_cpu: bool) -> None:
     atexit.register(remove_shm_buffer, rank)
     if init_loopback_group("gloo"):
         log.info("rendezvous store on 127.0.0.1:%s (all ranks on this host)", os.environ.get("MASTER_PORT"))
+
+
+def init_distributed(on_cpu: bool, gpu_backend: str | None = None) -> None:
+    """`deepspeed.init_distributed` after `prepare`: gloo on CPU, `gpu_backend` (DeepSpeed's default when None) on GPU."""
+    import deepspeed
+
+    prepare(on_cpu)
+    deepspeed.init_distributed(dist_backend="gloo" if on_cpu else gpu_backend)

@@ -147,8 +147,7 @@ class Trainer:
         self.stop.install()
         self.accel = get_accelerator()
         self.on_cpu = self.accel.device_name() == "cpu"
-        local_comm.prepare(self.on_cpu)  # CPU: rendezvous on loopback, no /dev/shm buffers
-        deepspeed.init_distributed(dist_backend="gloo" if self.on_cpu else None)
+        local_comm.init_distributed(self.on_cpu)  # CPU: rendezvous on loopback, no /dev/shm buffers
         self.rank, self.world = dist.get_rank(), dist.get_world_size()
         self.local_rank = int(os.environ.get("LOCAL_RANK", 0))
         self.device = torch.device(self.accel.device_name(self.local_rank) if not self.on_cpu else "cpu")

@@ -449,13 +449,15 @@ def test_train_step_benchmark_runs(tmp_path):
     from pathlib import Path
 
     repo = Path(__file__).resolve().parent.parent
-    out = tmp_path / "bench.json"
+    out, extensions = tmp_path / "bench.json", tmp_path / "torch_extensions"
     subprocess.run([sys.executable, str(repo / "benchmarks" / "train_step.py"), "--size", "tiny", "--seq-len", "64",
                     "--batch", "4", "--modes", "torch,zero0,zero2,zero3", "--dtype", "bf16", "--rounds", "2",
                     "--steps", "1", "--warmup", "1",
                     "--threads", "1", "--json", str(out)], check=True, cwd=repo, capture_output=True, timeout=300,
-                   env={**os.environ, "DS_ACCELERATOR": "cpu"})
+                   env={**os.environ, "DS_ACCELERATOR": "cpu", "TORCH_EXTENSIONS_DIR": str(extensions)})
     report = json.loads(out.read_text())
+    # The DeepSpeed modes went through local_comm: nothing was JIT-built (DeepSpeed's CPU shm op would be).
+    assert not extensions.exists() or not any(extensions.iterdir()), sorted(extensions.rglob("*"))
     # The GPU mode's path short of CUDA: bf16 on both sides and the project's ds_configs in DeepSpeed engines.
     assert [r["name"].split(" ")[0] for r in report["results"]] == ["ours", "peer", "ours/zero0", "ours/zero2",
                                                                     "ours/zero3"]

@@ -59,6 +59,7 @@ def test_zero3_matches_plain_pytorch(one_rank):
     r = one_rank["train"]
     _check_against_plain(r)
     assert r["partitioned"], "parameters were not partitioned: the test would prove nothing"
+    assert not one_rank["shm_op_loaded"], "DeepSpeed's CPU shm all-reduce op was loaded (JIT build, /dev/shm buffer)"
 
 
 def _check_against_plain(r: dict) -> None:
@@ -95,10 +96,12 @@ def test_zero3_two_ranks_match_plain_pytorch():
 
 # ----------------------------------------------------------------------------- the child process
 def _worker(modes: list[str]) -> dict:
-    import deepspeed
+    from pretraining import local_comm
 
-    deepspeed.init_distributed(dist_backend="gloo")
-    return {mode: _check(mode) for mode in modes}
+    local_comm.init_distributed(on_cpu=True)  # as the trainer does: no JIT build of DeepSpeed's shm op
+    from deepspeed.comm import comm as ds_comm
+
+    return {mode: _check(mode) for mode in modes} | {"shm_op_loaded": ds_comm.cdb.shm_comm_op is not None}
 
 
 def _check(mode: str) -> dict:
