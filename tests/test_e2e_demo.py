@@ -179,6 +179,14 @@ def test_demo_deployment_end_to_end_then_reused(stack):
     assert rep["stages"]["report"]["output"] == report_uri and rep["stages"]["report"]["skipped"]
     assert rep["stages"]["published"]["output"] == pub
 
+    # No credential in anything the runs wrote: the Prefect database and logs, the env file, every object
+    # (manifests, rejects, checkpoints, model card, metrics), decompressed where compressed.
+    from test_secrets import where_secret_is
+
+    secret = stack.external_s3["AWS_SECRET_ACCESS_KEY"].encode()
+    assert list(stack.prefect_home.glob("prefect.db*")) and (stack.base / "worker.log").exists()
+    assert where_secret_is(secret, {}, stack.base.rglob("*"), storage.list_files(demo.BUCKET + "/")) == []
+
 
 @pytest.mark.slow
 def test_killed_mid_pretraining_resumes_and_skips_finished_stages(stack):
