@@ -65,13 +65,14 @@ def test_clean_and_pack_never_print_or_write_the_secret(s3_server, s3_bucket, tm
     assert "Pipeline_options" in cleaned.stderr  # the worker's option dump is in what this test searches
     assert train_tokenizer.main(["--input", f"{s3_bucket}/clean", "--output", f"{s3_bucket}/tok",
                                  "--vocab-size", "600"]) == 0
-    # pack: credentials only as Beam flags, none in the environment; worker output goes to a log file.
+    # pack: credentials only as Beam flags, none in the environment; --debug again (without it the worker
+    # output goes to a private log file that is deleted when the job succeeds: nothing left to search).
     no_creds = {k: v for k, v in env.items() if k not in storage.CREDENTIAL_ENV}
     packed = _job("pipelines.pack", ["--input", f"{s3_bucket}/clean", "--tokenizer", f"{s3_bucket}/tok",
-                                     "--output", f"{s3_bucket}/pack", "--max-seq-length", "64", *WORKERS,
+                                     "--output", f"{s3_bucket}/pack", "--max-seq-length", "64", "--debug", *WORKERS,
                                      f"--s3_access_key_id={settings.access_key_id}",
                                      f"--s3_secret_access_key={settings.secret_access_key}"], no_creds)
-    assert "pack:" in packed.stdout
+    assert "pack:" in packed.stdout and "Pipeline_options" in packed.stderr
 
     printed = {"clean stdout": cleaned.stdout, "clean stderr": cleaned.stderr, "pack stdout": packed.stdout,
                "pack stderr": packed.stderr}

@@ -18,6 +18,7 @@ import stat
 import time
 from pathlib import Path
 
+import psutil
 import pytest
 import torch
 from test_train_support import (  # noqa: F401  (real_pack is a fixture)
@@ -179,6 +180,10 @@ def test_sigterm_then_resume_matches_uninterrupted_via_s3(reference, real_pack, 
     assert stat.S_IMODE(staging.stat().st_mode) == 0o700
     wait_for_step(staging / "metrics.jsonl", 5, proc, log1)
     assert shm_buffers(port) == []  # DeepSpeed's CPU shm op is not even loaded
+    # Every rank on this host: the rendezvous store listens on loopback only, not on every interface.
+    listening = {c.laddr.ip for c in psutil.net_connections("inet") if c.status == psutil.CONN_LISTEN
+                 and c.laddr.port == port}
+    assert listening == {"127.0.0.1"}, listening
     os.killpg(proc.pid, signal.SIGTERM)
     wait(proc, log1)
     _wait_group_gone(proc.pid)
