@@ -87,6 +87,25 @@ def test_run_job_prints_one_line_and_the_traceback_only_with_debug(capsys):
     assert "Traceback" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("module, argv, says", [
+    ("pipelines.inspect", ["{nope}"], ("no manifest at {nope}", "Run it first")),
+    ("flows.lineage", ["{nope}"], ("no manifest at {nope}", "check the URI")),
+    ("pretraining.export", ["--checkpoint", "{nope}", "--output", "{tmp}/out"], ("no complete checkpoint", "{nope}")),
+    ("evaluation.run", ["--model", "{nope}", "--output", "{tmp}/out", "--tasks", "sst2", "--data-dir", "{tmp}"],
+     ("model {nope}", "discriminator/")),
+])
+def test_the_other_clis_fail_in_one_line_with_exit_2(module, argv, says, tmp_path, capsys):
+    """Export, evaluation, inspect and lineage on a path that holds nothing: exit 2, one line naming it."""
+    import importlib
+
+    fill = {"nope": str(tmp_path / "nope"), "tmp": str(tmp_path)}
+    assert importlib.import_module(module).main([a.format(**fill) for a in argv]) == cli.EXIT_FIX
+    err = capsys.readouterr().err
+    errors = [line for line in err.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and "Traceback" not in err, err
+    assert all(s.format(**fill) in errors[0] for s in says), errors[0]
+
+
 def test_shm_buffer_of_this_rank_is_removed(monkeypatch, tmp_path):
     monkeypatch.setattr(local_comm, "SHM_DIR", tmp_path)
     monkeypatch.setenv("MASTER_ADDR", "127.0.0.1")
