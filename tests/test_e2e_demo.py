@@ -179,13 +179,19 @@ def test_demo_deployment_end_to_end_then_reused(stack):
     assert rep["stages"]["report"]["output"] == report_uri and rep["stages"]["report"]["skipped"]
     assert rep["stages"]["published"]["output"] == pub
 
-    # No credential in anything the runs wrote: the Prefect database and logs, the env file, every object
-    # (manifests, rejects, checkpoints, model card, metrics), decompressed where compressed.
+    # No credential in anything the runs wrote: the Prefect database and logs, every object (manifests, rejects,
+    # checkpoints, model card, metrics), decompressed where compressed. Only the stack's env file holds it: with
+    # an external store (this fixture) it is the credentials file `source` reads, so it is private.
+    import stat
+
     from test_secrets import where_secret_is
 
     secret = stack.external_s3["AWS_SECRET_ACCESS_KEY"].encode()
+    env_file = stack.base / "env"
     assert list(stack.prefect_home.glob("prefect.db*")) and (stack.base / "worker.log").exists()
-    assert where_secret_is(secret, {}, stack.base.rglob("*"), storage.list_files(demo.BUCKET + "/")) == []
+    assert stat.S_IMODE(env_file.stat().st_mode) == 0o600
+    files = [p for p in stack.base.rglob("*") if p != env_file]
+    assert where_secret_is(secret, {}, files, storage.list_files(demo.BUCKET + "/")) == []
 
 
 @pytest.mark.slow
