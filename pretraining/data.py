@@ -136,13 +136,17 @@ class PackLoader:
     """This rank's micro-batches, step by step, from a stream position onward."""
 
     def __init__(self, reader: PackReader, *, seed: int, micro_batch: int, grad_accum: int, rank: int, world: int,
-                 chunk_examples: int = 16, prefetch_steps: int = 4, workers: int = 2, cache_chunks: int = 8):
+                 chunk_examples: int = 16, prefetch_steps: int = 4, workers: int = 2, cache_chunks: int = 8,
+                 train_examples: list[int] | None = None):
         self.reader = reader
         self.micro_batch, self.grad_accum, self.rank, self.world = micro_batch, grad_accum, rank, world
         self.per_rank = micro_batch * grad_accum
         self.global_batch = self.per_rank * world
         self.chunk_examples = chunk_examples
-        self.order = ExampleOrder([s.examples for s in reader.shards], chunk_examples, seed)
+        # The first train_examples[k] rows of shard k are the training index space; the rows after them are
+        # held out for validation (pretraining/validation.py) and never enter the order. None = every row.
+        counts = [s.examples for s in reader.shards] if train_examples is None else list(train_examples)
+        self.order = ExampleOrder(counts, chunk_examples, seed)
         self.prefetch_steps, self.workers = max(1, prefetch_steps), max(1, workers)
         self.pad_id = int(reader.special_ids["pad"])
         self.sep_id = int(reader.special_ids["sep"])

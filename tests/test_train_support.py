@@ -202,6 +202,19 @@ def run_launcher(cmd: list[str], log: Path, env: dict | None = None, timeout: fl
     return wait(start(cmd, log, env), log, timeout)
 
 
+def wait_group_gone(pgid: int, timeout: float = 120) -> None:
+    """Wait until every process of a launcher's group has exited (ranks outlive the runner after a SIGTERM)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(pgid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.2)
+    os.killpg(pgid, signal.SIGKILL)
+    raise AssertionError("ranks did not exit after SIGTERM")
+
+
 def wait_for_step(metrics: Path, step: int, proc: subprocess.Popen, log: Path, timeout: float = 600) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
