@@ -48,9 +48,12 @@ class HealthWarning:
     message: str  # what it means and what to change
 
     def record(self) -> dict:
-        """The metrics.jsonl line."""
-        return {"step": self.step, "kind": "health", "check": self.check.value, "value": self.value,
-                "threshold": self.threshold, "message": self.message}
+        """The metrics.jsonl line (a non-finite number as its name, "nan" or "inf": JSON has none)."""
+        def num(x: float) -> float | str:
+            return x if math.isfinite(x) else str(x)
+
+        return {"step": self.step, "kind": "health", "check": self.check.value, "value": num(self.value),
+                "threshold": num(self.threshold), "message": self.message}
 
 
 def finite(loss: float, grad_norm: float | None) -> bool:

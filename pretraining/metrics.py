@@ -134,7 +134,7 @@ class MetricsLogger:
         """The warning that stops the run (a non-finite loss): its jsonl line and scalar."""
         if not self.enabled:
             return
-        self.jsonl.write(json.dumps(warning.record(), default=str) + "\n")
+        self.jsonl.write(json.dumps(warning.record()) + "\n")
         if self.writer is not None:
             self.writer.add_scalar(f"health/{warning.check.value}", 1.0, warning.step)
         self.flush()

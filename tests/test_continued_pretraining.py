@@ -26,7 +26,15 @@ import signal
 import numpy as np
 import pytest
 import torch
-from test_train_support import deepspeed_cmd, run_launcher, start, wait, wait_for_step, wait_group_gone
+from test_train_support import (
+    deepspeed_cmd,
+    run_launcher,
+    start,
+    train_overrides,
+    wait,
+    wait_for_step,
+    wait_group_gone,
+)
 
 from common import storage
 from pipelines.packformat import PackReader
@@ -211,10 +219,8 @@ def test_a_pair_that_does_not_fit_is_one_error_naming_it(pair, tmp_path):
 
 
 def overrides(pair, run, *extra: str) -> list[str]:
-    return [f"data.pack={pair['pack']}", f"run={run}", f"init.pretrained={pair['pair']}", f"max_steps={STEPS}",
-            "data.train_batch=16", "data.micro_batch=4", "schedule.warmup_steps=2", "optim.lr=2e-3",
-            "checkpoint.every_steps=4", "checkpoint.keep_last=3", "logging.every_steps=4", "seed=99",
-            "data.validation_examples=64", *extra]
+    return train_overrides(pair["pack"], str(run), f"init.pretrained={pair['pair']}", *extra, steps=STEPS, warmup=2,
+                           every=4, keep=3, seed=99)
 
 
 @pytest.fixture(scope="module")

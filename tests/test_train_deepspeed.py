@@ -23,6 +23,7 @@ from test_train_support import (  # noqa: F401  (real_pack is a fixture)
     real_pack,
     run_launcher,
     start,
+    train_overrides,
     wait,
     wait_for_step,
     wait_group_gone,
@@ -40,11 +41,7 @@ GOLDEN_RTOL = 1e-3  # fp32 on CPU: bit-exact on one machine; other CPUs' kernels
 
 
 def overrides(pack: str, run: str, *extra: str) -> list[str]:
-    """model.vocab_size is left to default to the pack's."""
-    return [f"data.pack={pack}", f"run={run}", f"max_steps={STEPS}",
-            "data.train_batch=16", "data.micro_batch=4", "schedule.warmup_steps=4", "optim.lr=2e-3",
-            "checkpoint.every_steps=8", "checkpoint.keep_last=2", "logging.every_steps=8", "seed=1234",
-            "data.validation_examples=64", *extra]
+    return train_overrides(pack, run, *extra, steps=STEPS, warmup=4, every=8, keep=2, seed=1234)
 
 
 @pytest.fixture(scope="module")

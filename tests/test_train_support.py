@@ -166,6 +166,16 @@ def real_pack(tmp_path_factory) -> dict:
 # ----------------------------------------------------------------------------- launcher
 
 
+def train_overrides(pack: str, run: str, *extra: str, steps: int, warmup: int, every: int, keep: int,
+                    seed: int) -> list[str]:
+    """The launcher tests' run: 16 sequences a step as 2 ranks x 2 micro-batches of 4, lr 2e-3, 64 held out
+    for validation; model.vocab_size and the special ids are left to default to the pack's."""
+    return [f"data.pack={pack}", f"run={run}", f"max_steps={steps}", "data.train_batch=16", "data.micro_batch=4",
+            f"schedule.warmup_steps={warmup}", "optim.lr=2e-3", f"checkpoint.every_steps={every}",
+            f"checkpoint.keep_last={keep}", f"logging.every_steps={every}", f"seed={seed}",
+            "data.validation_examples=64", *extra]
+
+
 def launcher_env(extra: dict | None = None) -> dict:
     env = dict(os.environ)
     env.update({"DS_ACCELERATOR": "cpu", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
