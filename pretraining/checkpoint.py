@@ -237,6 +237,7 @@ class Checkpointer:
         warning. `check` refuses one the run cannot continue (another pack or data order).
         """
         if not self.cfg.resume:
+            self._fresh_logs()
             return None
         box = [[(u, m) for u, m in candidates(self.root, "size")] if self.rank == 0 else None]
         self.dist.broadcast_object_list(box, src=0)
@@ -263,7 +264,20 @@ class Checkpointer:
             return m
         if self.rank == 0:
             log.info("no complete checkpoint under %s: starting from step 0", self.root)
+        self._fresh_logs()
         return None
+
+    def _fresh_logs(self) -> None:
+        """A run starting from step 0 does not continue the staging directory's logs: they belong to an
+        earlier run with the same URI (the default staging path is derived from it), and would be
+        appended to and uploaded as this run's. A local run's logs are its own and stay."""
+        if self.remote and self.rank == 0:
+            for sub in ("metrics.jsonl", "tensorboard"):
+                path = os.path.join(self.log_dir, sub)
+                if os.path.isdir(path):
+                    shutil.rmtree(path, ignore_errors=True)
+                elif os.path.isfile(path):
+                    os.unlink(path)
 
     def _fetch_own(self, m: CheckpointManifest) -> bool:
         """Download (S3) and verify the files this rank loads; False if any is corrupt.

@@ -160,6 +160,8 @@ def test_sigterm_then_resume_matches_uninterrupted_via_s3(reference, real_pack, 
     storage.upload_dir(real_pack["pack"], pack)
     run = f"{s3_bucket}/runs/preempted"
     staging = tmp_path / "staging"
+    staging.mkdir()
+    (staging / "metrics.jsonl").write_text('{"step": 999, "loss": 1.0}\n')  # an earlier run's, left behind
     cmd = deepspeed_cmd(overrides(pack, run, "checkpoint.every_steps=100",
                                   f"checkpoint.staging={staging}"))
     log1 = tmp_path / "first.log"
@@ -180,6 +182,7 @@ def test_sigterm_then_resume_matches_uninterrupted_via_s3(reference, real_pack, 
     local = tmp_path / "metrics.jsonl"
     storage.download_file(f"{run}/metrics.jsonl", str(local))
     resumed = read_losses(str(local))
+    assert sorted(resumed) == list(range(1, STEPS + 1))  # the stale staging log was not continued
     for step in range(1, STEPS + 1):
         assert resumed[step]["loss"] == pytest.approx(reference["losses"][step]["loss"], abs=1e-6), step
     assert ckpt.latest_complete(run)[1]["step"] == STEPS
