@@ -8,7 +8,7 @@ A pair is two Hugging Face directories (local, s3://, or hub ids where the hub i
 `pretraining.export` writes them. The model's shapes come from their configs, not from the named
 size (`with_pretrained_shapes`). Loading is the inverse of `ElectraPretrainingModel.hf_state_dicts`:
 
-    discriminator  electra.embeddings.*            -> embeddings.*   (the shared module: token, position, type, LayerNorm)
+    discriminator  electra.embeddings.*            -> embeddings.*   (shared: token, position, type, LayerNorm)
                    electra.embeddings_project.*    -> discriminator.embeddings_project.*   (when widths differ: Small)
                    electra.encoder.*               -> discriminator.encoder.*
                    discriminator_predictions.*     -> discriminator_predictions.*
@@ -140,7 +140,7 @@ def with_pretrained_shapes(cfg: TrainConfig, explicit: set[str] = frozenset()) -
 
 
 def from_hf_state_dicts(disc: dict[str, torch.Tensor], gen: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """This model's state dict from an (ElectraForPreTraining, ElectraForMaskedLM) pair's (inverse of hf_state_dicts)."""
+    """This model's state dict from an ElectraForPreTraining + ElectraForMaskedLM pair's (hf_state_dicts inverted)."""
     out: dict[str, torch.Tensor] = {}
     unexpected = []
     for key, value in disc.items():

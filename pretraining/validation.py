@@ -7,9 +7,10 @@ as `data.validation_examples` spread over the shards in proportion to their size
 split is the same for every run, resume and world size over the same pack.
 
 At every checkpoint (`Validator.run`), each rank evaluates its contiguous share of the split,
-in batches of twice the training micro-batch, in eval mode (no dropout) with masking and sampling seeded by (seed, rank, batch) only, so
-the same weights always give the same numbers: a resumed run reproduces them exactly. What
-it reports, as the official run_pretraining.py's evaluation does:
+in batches of twice the training micro-batch, in eval mode (no dropout) with masking and
+sampling seeded by (seed, rank, batch) only, so the same weights on the same number of ranks
+give the same numbers: a resumed run reproduces them exactly. What it reports, as the official
+run_pretraining.py's evaluation does:
 
     mlm_loss, mlm_acc                  the generator at the masked positions
     disc_loss, disc_acc,               the discriminator on the generator's samples, over non-padding
@@ -17,8 +18,8 @@ it reports, as the official run_pretraining.py's evaluation does:
     disc_auc                           ROC AUC of its logits for replaced vs original tokens
 
 The AUC is exact (Mann-Whitney, ties counted half) over every non-padding token of the split:
-the ranks all-gather their logits, `validation_examples x seq_len` floats (4 MB for 2048 x 512).
-Early in training the discriminator's logits differ by less than 0.01 from token to token, so a
+the ranks all-gather their logits and labels, 2 x `validation_examples x seq_len` floats (8 MB
+for 2048 x 512). Early in training the discriminator's logits differ by less than 0.01 from token to token, so a
 binned AUC would read 0.5 exactly when the first signal appears.
 """
 

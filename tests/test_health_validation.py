@@ -124,3 +124,22 @@ def test_base_and_large_below_512_warn_with_the_papers_setting():
     assert paper_setting_warnings(train_config("base"), 512) == []
     (line,) = paper_setting_warnings(train_config("large"), 128)
     assert "ELECTRA-Large is trained at sequence length 512 in the paper" in line and "has 128" in line
+
+
+def test_report_curves_keep_validation_apart_and_skip_health_events(tmp_path):
+    """metrics.jsonl holds training, validation and health lines; the report draws validation as its own curves
+    (never averaged into the training ones of the same name) and health warnings not at all."""
+    from evaluation.report import curves
+    from pretraining.health import HealthWarning
+    from pretraining.validation import ValidationResult
+
+    path = tmp_path / "metrics.jsonl"
+    lines = [{"step": s, "loss": 30.0 - s, "disc_acc": 0.8, "tokens_seen": 100 * s} for s in range(1, 11)]
+    lines.append(ValidationResult(10, 64, 6.0, 0.05, 0.4, 0.5, 0.3, 0.2, 0.75).record())
+    lines.append(HealthWarning(Check.LOSS_SPIKE, 10, 2.0, 1.3, "loss_spike: ...").record())
+    path.write_text("".join(json.dumps(x) + "\n" for x in lines))
+    c = curves.load(str(path))
+    assert c.lines == 11 and c.bad_lines == 0
+    assert [v for _, v in c.series["disc_acc"]] == [0.8] * 10  # the validation's 0.5 is not in it
+    assert c.series["validation/disc_acc"] == [(10.0, 0.5)] and c.series["validation/disc_auc"] == [(10.0, 0.75)]
+    assert not any(k.startswith("health") or k in ("value", "threshold") or k.endswith("examples") for k in c.series)

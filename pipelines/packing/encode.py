@@ -118,7 +118,8 @@ class HFEncoder:
                 parts.append(data)
                 pos += len(data) + 1
         tokens = np.concatenate(ids) if ids else np.zeros(0, np.int64)
-        if np.isin(tokens, self.control_ids).any():  # cannot happen with encode_special_tokens; a corrupt pack if it did
+        # Cannot happen with encode_special_tokens; it would corrupt the examples' structure if it did.
+        if np.isin(tokens, self.control_ids).any():
             raise ValueError("the tokenizer produced a [PAD]/[CLS]/[SEP]/[MASK] id from document text")
         token_starts = np.concatenate([*starts, np.array([pos], dtype=np.int64)])
         return EncodedShard(tokens.astype(self.dtype), lengths, b"\n".join([b"", *parts]) if parts else b"",

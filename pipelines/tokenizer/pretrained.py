@@ -73,8 +73,9 @@ def _from_local(path: str):
         # are lowercase (do_lower_case=True), and a cased vocabulary comes with a tokenizer_config.json.
         log.info("%s: a bare WordPiece vocabulary, read as uncased (BERT/ELECTRA's published setting)", vocab)
         return BertTokenizer(vocab=vocab, do_lower_case=True)
-    raise PretrainedTokenizerError(f"{path} has neither {TOKENIZER_JSON} nor {VOCAB_TXT}: not a tokenizer "
-                                   "(pass a pipelines.train_tokenizer output, an HF tokenizer directory or a vocab.txt)")
+    raise PretrainedTokenizerError(
+        f"{path} has neither {TOKENIZER_JSON} nor {VOCAB_TXT}: not a tokenizer (pass a pipelines.train_tokenizer "
+        "output, an HF tokenizer directory or a vocab.txt)")
 
 
 def _special_ids(tok, where: str) -> SpecialIds:
