@@ -19,8 +19,8 @@ run_pretraining.py's evaluation does:
 
 The AUC is exact (Mann-Whitney, ties counted half) over every non-padding token of the split:
 the ranks all-gather their logits and labels, 2 x `validation_examples x seq_len` floats (8 MB
-for 2048 x 512). Early in training the discriminator's logits differ by less than 0.01 from token to token, so a
-binned AUC would read 0.5 exactly when the first signal appears.
+for 2048 x 512). Early in training the discriminator's logits differ by less than 0.01 from
+token to token, so a binned AUC would read 0.5 exactly when the first signal appears.
 """
 
 from __future__ import annotations
