@@ -182,8 +182,8 @@ class Trainer:
             raise TrainError(f"the towers do not share one embedding tensor: {self.embedding_report}")
         self.loader = datalib.PackLoader(
             self.reader, seed=cfg.seed, micro_batch=cfg.data.micro_batch, grad_accum=self.accum, rank=self.rank,
-            world=self.world, chunk_examples=cfg.data.chunk_examples, prefetch_steps=cfg.data.prefetch_steps,
-            workers=cfg.data.workers, train_examples=self.held.train_examples)
+            world=self.world, block_examples=cfg.data.block_examples, window_blocks=cfg.data.window_blocks,
+            prefetch_steps=cfg.data.prefetch_steps, workers=cfg.data.workers, ranges=self.held.train_ranges())
         self.validator = Validator(self.reader, self.held, rank=self.rank, world=self.world,
                                    micro_batch=cfg.data.micro_batch, seed=cfg.seed,
                                    device=self.device) if self.held.count else None

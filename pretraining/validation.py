@@ -3,7 +3,7 @@
 The split is defined from the pack manifest alone: the last rows of every shard, as many
 as `data.validation_examples` spread over the shards in proportion to their size
 (`HeldOut`). The training loader's index space is the rows before them
-(`PackLoader(train_examples=...)`), so training never sees a held-out example, and the
+(`PackLoader(ranges=HeldOut.train_ranges())`), so training never sees a held-out example, and the
 split is the same for every run, resume and world size over the same pack.
 
 At every checkpoint (`Validator.run`), each rank evaluates its contiguous share of the split,
@@ -33,6 +33,7 @@ import torch
 
 from common.configs import ConfigError
 from pipelines.packformat import PackReader, attention_mask, token_type_ids
+from pretraining.data import RowRange
 from pretraining.model import METRIC_KEYS, derived_metrics
 from pretraining.seeding import mix_seed
 
@@ -64,10 +65,9 @@ class HeldOut:
     def count(self) -> int:
         return sum(self.held)
 
-    @property
-    def train_examples(self) -> list[int]:
-        """Rows per shard the training order may use: the ones before the held-out tail."""
-        return [n - h for n, h in zip(self.shard_examples, self.held)]
+    def train_ranges(self) -> list[RowRange]:
+        """The rows the training order may use: each shard's rows before its held-out tail."""
+        return [RowRange(k, 0, n - h) for k, (n, h) in enumerate(zip(self.shard_examples, self.held)) if n > h]
 
     def rows(self) -> list[tuple[int, int]]:
         """(shard, row) of every held-out example, shard by shard."""

@@ -248,7 +248,8 @@ def first_step_loss(pair, cfg, world: int = 2, accum: int = 2) -> float:
     losses = []
     for rank in range(world):
         loader = PackLoader(reader, seed=cfg.seed, micro_batch=4, grad_accum=accum, rank=rank, world=world,
-                            chunk_examples=cfg.data.chunk_examples, train_examples=held.train_examples)
+                            block_examples=cfg.data.block_examples, window_blocks=cfg.data.window_blocks,
+                            ranges=held.train_ranges())
         batch = next(loader.steps(0, 0, 1))
         for micro, mb in enumerate(batch.micro):
             seed = mix_seed(cfg.seed, 1, rank, micro)

@@ -94,15 +94,16 @@ def test_held_out_split_is_proportional_exact_and_never_in_the_training_order(tm
 
     held = HeldOut.from_pack([500, 300, 7, 193], 100)
     assert held.count == 100 and held.held == (50, 30, 1, 19)
-    assert held.train_examples == [450, 270, 6, 174]
+    assert [(r.shard, r.start, r.stop) for r in held.train_ranges()] == [(0, 0, 450), (1, 0, 270), (2, 0, 6),
+                                                                          (3, 0, 174)]
     rows = set(held.rows())
     assert rows == {(k, r) for k, (n, h) in enumerate(zip([500, 300, 7, 193], held.held)) for r in range(n - h, n)}
-    order = ExampleOrder(held.train_examples, chunk_examples=16, seed=3)
+    order = ExampleOrder(held.train_ranges(), 16, 8, seed=3)
     seen = set(order.examples(0, 3 * order.epoch_examples))
     assert seen.isdisjoint(rows) and len(seen) == 900
     shares = [held.rank_rows(r, 3) for r in range(3)]
     assert [len(s) for s in shares] == [33, 33, 33] and not set(shares[0]) & set(shares[1])
-    assert HeldOut.from_pack([10, 10], 0).train_examples == [10, 10]
+    assert [r.stop for r in HeldOut.from_pack([10, 10], 0).train_ranges()] == [10, 10]
     with pytest.raises(ConfigError, match="more than half"):
         HeldOut.from_pack([10, 10], 11)
 

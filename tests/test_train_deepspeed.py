@@ -73,6 +73,7 @@ def test_validation_at_every_checkpoint_on_held_out_examples(reference, real_pac
     """Held-out metrics at each checkpoint (8, 16, 24), in metrics.jsonl and the checkpoint manifest, on examples
     the run's own order never reaches; and none of the training-health warnings fires on this (golden) run."""
     from pipelines.packformat import PackReader
+    from pretraining.config import DataConfig
     from pretraining.data import ExampleOrder
     from pretraining.validation import HeldOut
 
@@ -86,7 +87,8 @@ def test_validation_at_every_checkpoint_on_held_out_examples(reference, real_pac
     assert m["validation"] == val[24]
     held = HeldOut.from_pack([s.examples for s in PackReader(reference["pack"]).shards], 64)
     assert m["validation_split"] == {"examples": 64, "held_per_shard": list(held.held)}
-    trained = set(ExampleOrder(held.train_examples, chunk_examples=16, seed=1234).examples(0, STEPS * 16))
+    order = ExampleOrder(held.train_ranges(), DataConfig.block_examples, 16, seed=1234)  # window = train_batch
+    trained = set(order.examples(0, STEPS * 16))
     assert len(trained) == STEPS * 16 and trained.isdisjoint(held.rows())
     assert read_records(metrics, HEALTH) == [] and "health:" not in reference["log"].read_text()
 
