@@ -93,7 +93,7 @@ class CheckpointConfig:
 class LoggingConfig:
     every_steps: int = 100  # a progress line (and TensorBoard scalars) every N steps
     tensorboard: bool = True  # event files under <run>/tensorboard
-    peak_flops: float = 0.0  # accelerator peak FLOP/s for MFU; 0 = look it up from the device (none on CPU)
+    peak_flops: float = 0.0  # one accelerator's peak FLOP/s for MFU (x ranks); 0 = look it up (none on CPU)
 
     def __post_init__(self) -> None:
         if self.every_steps <= 0:

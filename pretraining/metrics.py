@@ -9,6 +9,12 @@ Besides the training lines (no "kind"), metrics.jsonl holds `{"kind": "validatio
 (held-out metrics at each checkpoint, pretraining/validation.py) and `{"kind": "health"}`
 lines (a training-health warning, pretraining/health.py); `read_losses` reads the first,
 `read_records(uri, kind)` the others (from a local path or s3://).
+
+The training line of each log interval's last step also carries the interval's throughput, the
+figures of its log line: `tokens_per_s` (sequence positions per second over all ranks, padding
+included: what the model computes) and `mfu` (those positions' model FLOPs, `pretraining/cost.py`,
+over the peak of all ranks). `mfu` is left out when no peak is known (CPU, an unlisted GPU) unless
+`logging.peak_flops` gives one; `run_info.json` says which (`mfu`).
 """
 
 from __future__ import annotations
@@ -28,9 +34,11 @@ TRAIN, VALIDATION, HEALTH = None, "validation", "health"  # the "kind" of a metr
 log = logging.getLogger("pretraining.train")
 
 
-def peak_flops(override: float = 0.0) -> float | None:
-    """The accelerator's dense bf16 peak for MFU; None on CPU, where MFU means nothing."""
-    return override or cost.peak_flops_for_device()
+def peak_flops(override: float = 0.0, world: int = 1) -> float | None:
+    """The run's dense bf16 peak for MFU, all `world` ranks together (tokens/s counts every rank's tokens);
+    None on CPU or an unlisted GPU unless `override` (one device's peak, logging.peak_flops) gives one."""
+    one = override or cost.peak_flops_for_device()
+    return one * world if one else None
 
 
 def flops_per_token(model_cfg, seq_len: int) -> float:
@@ -69,21 +77,25 @@ class MetricsLogger:
             return
         rec = {"step": step, "loss": loss, "mlm_loss": mlm_loss, "rtd_loss": rtd_loss, "lr": lr,
                "grad_norm": grad_norm, "tokens_seen": tokens_seen, **derived_metrics(counts)}
-        self.jsonl.write(json.dumps(rec) + "\n")
         if self.health is not None:
             self.health.step(loss)
         self._window_tokens += positions
         self._window_losses.append((loss, mlm_loss, rtd_loss))
         for k, v in counts.items():
             self._window_sums[k] = self._window_sums.get(k, 0.0) + v
-        if step % self.every == 0 or step == self.max_steps:
-            self._flush(step, lr, grad_norm, tokens_seen)
+        interval = step % self.every == 0 or step == self.max_steps
+        if interval:
+            now = time.monotonic()
+            tok_s = self._window_tokens / max(now - self._last_t, 1e-9)
+            rec["tokens_per_s"] = tok_s
+            if self.fpt and self.peak:
+                rec["mfu"] = cost.mfu(tok_s, self.fpt, self.peak)
+        self.jsonl.write(json.dumps(rec) + "\n")
+        if interval:
+            self._flush(step, lr, grad_norm, tokens_seen, now, rec["tokens_per_s"], rec.get("mfu"))
 
-    def _flush(self, step: int, lr: float, grad_norm: float | None, tokens_seen: int) -> None:
-        now = time.monotonic()
-        dt = max(now - self._last_t, 1e-9)
-        tok_s = self._window_tokens / dt
-        mfu = tok_s * self.fpt / self.peak if (self.fpt and self.peak) else None
+    def _flush(self, step: int, lr: float, grad_norm: float | None, tokens_seen: int, now: float, tok_s: float,
+               mfu: float | None) -> None:
         n = len(self._window_losses)
         loss, mlm, rtd = (sum(x[i] for x in self._window_losses) / n for i in range(3))
         d = derived_metrics(self._window_sums)

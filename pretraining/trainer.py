@@ -236,7 +236,7 @@ class Trainer:
         self.metrics = MetricsLogger(
             self.log_dir, max_steps=cfg.max_steps, start_step=state.step, every_steps=cfg.logging.every_steps,
             tensorboard=cfg.logging.tensorboard, flops_per_token=flops_per_token(cfg.model, self.seq_len),
-            peak_flops=peak_flops(cfg.logging.peak_flops), enabled=self.rank == 0,
+            peak_flops=peak_flops(cfg.logging.peak_flops, self.world), enabled=self.rank == 0,
             health=health.HealthMonitor(cfg.health, cfg.schedule.warmup_steps))
         if self.rank == 0:
             self._write_run_info(state)
@@ -337,6 +337,8 @@ class Trainer:
                 "model_dtype": str(model_dtype), "grad_accum_dtype": str(accum_dtype),
                 "grad_accum_buffer_dtype": str(buffer.dtype) if buffer is not None else None,
                 "init": dataclasses.asdict(self.cfg.init), "validation_examples": self.held.count,
+                "mfu": (f"against {self.metrics.peak:.3g} FLOP/s ({self.world} ranks)" if self.metrics.peak else
+                        "not recorded: no peak FLOP/s is known for this device; set logging.peak_flops to record it"),
                 "model": dataclasses.asdict(self.cfg.model)}
         os.makedirs(self.log_dir, exist_ok=True)
         with open(os.path.join(self.log_dir, "run_info.json"), "w") as f:
