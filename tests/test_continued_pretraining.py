@@ -19,22 +19,12 @@ packed with that tokenizer by the real pack job, then:
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import signal
 
 import numpy as np
 import pytest
 import torch
-from test_train_support import (
-    deepspeed_cmd,
-    run_launcher,
-    start,
-    train_overrides,
-    wait,
-    wait_for_step,
-    wait_group_gone,
-)
+from test_train_support import deepspeed_cmd, preempt, run_launcher, train_overrides
 
 from common import storage
 from pipelines.packformat import PackReader
@@ -308,11 +298,7 @@ def test_sigterm_and_resume_continue_identically(pair, continued, tmp_path):
     run = tmp_path / "run"
     cmd = deepspeed_cmd(overrides(pair, str(run), "checkpoint.every_steps=100"))
     log1 = tmp_path / "first.log"
-    proc = start(cmd, log1)
-    wait_for_step(run / "metrics.jsonl", 5, proc, log1)
-    os.killpg(proc.pid, signal.SIGTERM)
-    wait(proc, log1)
-    wait_group_gone(proc.pid)
+    preempt(cmd, log1, run / "metrics.jsonl", 5)
     stopped = ckpt.latest_complete(str(run))[1]["step"]
     assert 5 <= stopped < STEPS, log1.read_text()[-3000:]
     log2 = tmp_path / "second.log"

@@ -160,6 +160,7 @@ def test_demo_deployment_end_to_end_then_reused(stack):
         # The trainer's held-out validation at its checkpoints (every 50 steps and the last), read from S3.
         validation = json.loads(Artifact.get("e2e-pretrain-validation").data)
         assert [r["step"] for r in validation] == [50, 60] and all(0 <= r["disc_auc"] <= 1 for r in validation)
+        assert validation[-1]["disc_auc"] > validation[0]["disc_auc"], validation  # the run is still learning
 
     # Second run of the same deployment: every stage reused, the same outputs.
     t1 = time.monotonic()

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 from pathlib import Path
 
 import pytest
@@ -20,13 +19,12 @@ import torch
 from test_train_support import (  # noqa: F401  (real_pack is a fixture)
     deepspeed_cmd,
     free_port,
+    preempt,
     real_pack,
     run_launcher,
     start,
     train_overrides,
     wait,
-    wait_for_step,
-    wait_group_gone,
 )
 
 from common import storage
@@ -172,11 +170,7 @@ def test_sigterm_then_resume_matches_uninterrupted_via_s3(reference, real_pack, 
     cmd = deepspeed_cmd(overrides(pack, run, "checkpoint.every_steps=100",
                                   f"checkpoint.staging={staging}"))
     log1 = tmp_path / "first.log"
-    proc = start(cmd, log1)
-    wait_for_step(staging / "metrics.jsonl", 5, proc, log1)
-    os.killpg(proc.pid, signal.SIGTERM)
-    wait(proc, log1)
-    wait_group_gone(proc.pid)
+    preempt(cmd, log1, staging / "metrics.jsonl", 5)
     assert "checkpoint saved; relaunch to resume" in log1.read_text(), log1.read_text()[-4000:]
     uri, m = ckpt.latest_complete(run)
     stopped = m["step"]

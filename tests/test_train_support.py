@@ -236,3 +236,13 @@ def wait_for_step(metrics: Path, step: int, proc: subprocess.Popen, log: Path, t
             raise AssertionError(f"launcher exited {proc.returncode} before step {step}:\n{log.read_text()[-4000:]}")
         time.sleep(0.2)
     raise AssertionError(f"step {step} not reached in {timeout}s")
+
+
+def preempt(cmd: list[str], log: Path, metrics: Path, step: int) -> None:
+    """Launch, wait until `metrics` has `step`, then SIGTERM the job's process group as a scheduler does and wait
+    until every process of it has exited (the launcher saves a checkpoint on the way out)."""
+    proc = start(cmd, log)
+    wait_for_step(metrics, step, proc, log)
+    os.killpg(proc.pid, signal.SIGTERM)
+    wait(proc, log)
+    wait_group_gone(proc.pid)
