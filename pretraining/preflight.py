@@ -5,7 +5,8 @@
 - the ds_config exists, is readable, and is one JSON object;
 - the config builds (unknown keys and sizes are ConfigErrors naming the valid ones) and names a pack and a run;
 - the pack is reachable and readable: its store answers (endpoint, credentials, bucket), its manifest is a
-  pack manifest, and its first shard can be read; `model.vocab_size` then defaults to the pack's.
+  pack manifest, and its first shard can be read; `model.vocab_size` and the special ids then default to
+  the pack's (and shapes to `init.pretrained`'s).
 
 Each failure is one of the errors `common.cli` maps to an exit code: 2 for something to fix
 (ConfigError, ManifestError, CredentialsError, BucketMissingError...), 75 when the store is
@@ -20,7 +21,7 @@ import os
 
 from common import manifest, storage
 from common.configs import ConfigError
-from pretraining.config import TrainConfig, train_config, with_pack_vocab
+from pretraining.config import TrainConfig, train_config, with_inputs
 
 
 def check_ds_config(path: str) -> dict:
@@ -61,11 +62,9 @@ def check_pack(uri: str) -> dict:
 
 
 def check(ds_config_path: str, size: str, overrides: list[str]) -> tuple[TrainConfig, dict]:
-    """The run's TrainConfig (vocab from the pack unless overridden) and ds_config, or the first problem found."""
+    """The run's TrainConfig (vocab and special ids from the pack unless overridden) and ds_config, or the first problem found."""
     ds = check_ds_config(ds_config_path)
     cfg = train_config(size, overrides)
     cfg.require_io()
     check_pack(cfg.data.pack)
-    if not any(o.partition("=")[0].strip() == "model.vocab_size" for o in overrides):
-        cfg = with_pack_vocab(cfg)
-    return cfg, ds
+    return with_inputs(cfg, overrides), ds  # vocabulary and special ids from the pack, shapes from init.pretrained

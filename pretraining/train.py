@@ -8,13 +8,15 @@ r"""Pretrain ELECTRA with DeepSpeed. Run through the DeepSpeed launcher, one pro
         --deepspeed ds_configs/cpu.json --config tiny data.pack=PACK run=RUN max_steps=50
 
 `--config` takes a named size (tiny, small, base, large) and `key.sub=value` overrides of
-`pretraining.config.TrainConfig`; `model.vocab_size` defaults to the pack's. Relaunching
+`pretraining.config.TrainConfig`; `model.vocab_size` and the special ids default to the pack's,
+and `init.pretrained=DIR_OR_HUB_ID` starts from a published ELECTRA pair (continued pretraining). Relaunching
 the same command resumes from the newest complete checkpoint under `<run>/checkpoints/`.
 Before DeepSpeed starts, `pretraining/preflight.py` checks the ds_config (exists, is JSON) and the
 pack (its store answers, its manifest and first shard read). Exit codes (common/cli.py): 0 finished,
 2 bad config, data or credentials (one `error:` line), 75 stopped by SIGTERM/SIGINT after writing a
-checkpoint, or the object store unreachable (relaunch to resume). `--debug` adds tracebacks.
-See docs/pretraining.md.
+checkpoint, or the object store unreachable (relaunch to resume), 3 stopped by a non-finite loss (the
+last good checkpoint is kept; change the learning rate or warmup, then relaunch). `--debug` adds
+tracebacks. See docs/pretraining.md.
 """
 
 from __future__ import annotations
