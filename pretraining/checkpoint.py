@@ -18,6 +18,7 @@ import logging
 import os
 import re
 import shutil
+import sys
 from pathlib import Path
 
 from common import manifest as manifests
@@ -154,3 +155,30 @@ def prune(root: str, keep_last: int) -> list[str]:
         removed.append(u)
         log.info("deleted old checkpoint %s (keep_last=%d)", u, keep_last)
     return removed
+
+
+def newest_step(run_or_root: str) -> int:
+    """The step of the newest complete checkpoint (sizes checked, not hashes), 0 when there is none."""
+    got = latest_complete(run_or_root, mode="size")
+    return int(got[1]["step"]) if got else 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m pretraining.checkpoint newest-step RUN`: prints that step (0 if none); the Slurm job uses it
+    to decide whether an attempt made progress and should be requeued."""
+    import argparse
+
+    ap = argparse.ArgumentParser(prog="python -m pretraining.checkpoint", description=main.__doc__)
+    ap.add_argument("verb", choices=["newest-step"])
+    ap.add_argument("run", help="a run URI (s3:// or local) or its checkpoints/ root")
+    a = ap.parse_args(argv)
+    try:
+        print(newest_step(a.run))
+    except (storage.StorageError, manifests.ManifestError) as exc:
+        print(f"pretraining.checkpoint: {a.run}: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

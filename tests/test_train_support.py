@@ -30,6 +30,10 @@ PROSE_FILES = ("GPL-3", "Apache-2.0", "LGPL-2.1", "GPL-2", "MPL-2.0", "GFDL-1.3"
 SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 VOCAB = 512
 SEQ_LEN = 64
+STEPS = 24  # the reference run's length (the `reference` fixture in conftest.py)
+# The reference run's recipe: a run whose losses are compared with it trains with exactly these.
+RECIPE = ["data.train_batch=16", "data.micro_batch=4", "schedule.warmup_steps=4", "optim.lr=2e-3",
+          "checkpoint.every_steps=8", "checkpoint.keep_last=2", "logging.every_steps=8", "seed=1234"]
 
 
 def prose() -> tuple[str, str]:
@@ -164,6 +168,11 @@ def real_pack(tmp_path_factory) -> dict:
 
 
 # ----------------------------------------------------------------------------- launcher
+
+
+def overrides(pack: str, run: str, *extra: str) -> list[str]:
+    """The reference recipe's train.py overrides; model.vocab_size is left to default to the pack's."""
+    return [f"data.pack={pack}", f"run={run}", f"max_steps={STEPS}", *RECIPE, *extra]
 
 
 def launcher_env(extra: dict | None = None) -> dict:
