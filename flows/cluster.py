@@ -195,7 +195,10 @@ def submit(spec: RunSpec, values: dict[str, str], logger) -> JobRef:
         # A Job's pod template is immutable: a resubmission (the task's retry) replaces the ended Job.
         _run(["kubectl", "delete", "job", values["JOB_NAME"], "-n", c.namespace, "--ignore-not-found"])
     logger.info("submitting: %s", " ".join(cmd))
-    out = _run(cmd)
+    try:
+        out = _run(cmd)
+    finally:
+        Path(f.name).unlink()  # sbatch and kubectl have read it; the job does not need the file
     if out.returncode != 0:
         raise stages.StageError(f"{' '.join(cmd)} failed: {out.stderr.strip()}")
     slurm_id = out.stdout.strip().split(";")[0] if c.kind == "slurm" else None

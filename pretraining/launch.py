@@ -129,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
                                            local_rank=i, master_addr=a.master_addr, master_port=a.master_port))
              for i in range(a.nproc_per_node)]
     forwarded, deadline = 0, None
-    while any(p.poll() is None for p in procs):
+    while [p.poll() for p in procs].count(None):  # poll every rank (any() would stop at the first running one)
         if len(signalled) > forwarded:  # pass each new signal on (a scheduler may also signal the ranks itself)
             for p in procs:
                 if p.poll() is None:
