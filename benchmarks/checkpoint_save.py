@@ -15,8 +15,8 @@ step to rank 0's "checkpoint ... complete" line: DeepSpeed's save to local stagi
 and upload of its files, the manifest, pruning. Steps 1 and 2 count (step 3's also runs the export probe).
 
 Peer, in the same run: the I/O floor for the same bytes. One file per rank of that rank's share of the
-checkpoint, written from memory to the same staging disk, hashed and uploaded to the same store by two
-processes at once. save / floor says how much of a save is DeepSpeed's own work (gathering, pickling)
+checkpoint, written from memory to the same staging disk (no fsync, as torch.save), hashed and uploaded
+to the same store by two processes at once. save / floor says how much of a save is DeepSpeed's own work (gathering, pickling)
 on top of moving the bytes; bytes / save is the rate to scale the grace by on other hardware.
 """
 
@@ -87,9 +87,7 @@ def _write_hash_upload(args: tuple[str, int, str, dict]) -> float:
     with open(path, "wb") as f:
         for _ in range(nbytes >> 20):
             f.write(block)
-        f.write(block[: nbytes & ((1 << 20) - 1)])
-        f.flush()
-        os.fsync(f.fileno())
+        f.write(block[: nbytes & ((1 << 20) - 1)])  # no fsync: torch.save does not sync either
     storage.sha256_uri(path)
     storage.upload_file(path, dest, settings)
     os.unlink(path)
