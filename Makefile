@@ -38,6 +38,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/loader_throughput.py --latency-ms 30
 	$(BIN)/python benchmarks/train_step.py
 	$(BIN)/python benchmarks/finetune_padding.py
+	$(BIN)/python benchmarks/checkpoint_save.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info
