@@ -10,12 +10,14 @@ venv: $(STAMP)
 
 # torch first (the CPU wheel; on GPU hosts install the CUDA build before `make venv`),
 # then DeepSpeed without build isolation so its setup.py sees that torch instead of
-# pulling a second one, then the project pinned by requirements/cpu.lock.
+# pulling a second one, then the project pinned by requirements/cpu.lock, then the benchmark
+# peer litdata without its dependencies (pyproject.toml's `bench` extra says why).
 $(STAMP): pyproject.toml requirements/cpu.lock
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q "torch==2.13.0" || $(BIN)/pip install -q "torch>=2.3"
 	$(BIN)/pip install -q --no-build-isolation -c requirements/cpu.lock deepspeed
 	$(BIN)/pip install -q -c requirements/cpu.lock -e ".[dev]"
+	$(BIN)/pip install -q --no-deps -c requirements/cpu.lock litdata lightning-utilities tifffile obstore
 	touch $(STAMP)
 
 test: $(STAMP)
@@ -35,7 +37,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/clean_throughput.py
 	$(BIN)/python benchmarks/pack_throughput.py
 	$(BIN)/python benchmarks/loader_throughput.py
-	$(BIN)/python benchmarks/loader_throughput.py --latency-ms 30
+	$(BIN)/python benchmarks/loader_throughput.py --latency-ms 30 --peer-read 512
 	$(BIN)/python benchmarks/train_step.py
 	$(BIN)/python benchmarks/finetune_padding.py
 	$(BIN)/python benchmarks/checkpoint_save.py
