@@ -40,7 +40,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
 
-from loader_throughput import write_pack  # noqa: E402
+from loader_throughput import pack_rows, write_pack  # noqa: E402
 
 from common import machine, storage  # noqa: E402
 from common.seaweedfs import LocalS3, free_port  # noqa: E402
@@ -121,7 +121,7 @@ def main(argv: list[str] | None = None) -> dict:
             bucket = f"s3://ckpt-bench-{uuid.uuid4().hex[:8]}"
             storage.make_bucket(bucket, s3.settings)
             pack = f"{bucket}/pack"
-            write_pack(pack, 256, a.seq_len, 2, 32768, s3.settings)
+            write_pack(pack, pack_rows(1024, a.seq_len, 32768), 2, 32768, s3.settings)
             for size in a.sizes.split(","):
                 run, staging = f"{bucket}/runs/{size}", os.path.join(tmp, f"staging-{size}")
                 t0 = time.monotonic()
