@@ -3,6 +3,11 @@ PYTHON ?= python3.11
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+# DeepSpeed JIT-builds ops (its CPU shm all-reduce among them) under TORCH_EXTENSIONS_DIR, and
+# torch guards each build with a lock file that a killed build leaves behind: every later run
+# then waits on it forever. Keeping the builds inside .venv ties them to this checkout, so a
+# stale lock in ~/.cache (another checkout's, a killed run's) cannot hang these tests or the demo.
+export TORCH_EXTENSIONS_DIR ?= $(abspath $(VENV))/torch_extensions
 
 .PHONY: venv test test-fast demo demo-stop bench clean
 
