@@ -168,16 +168,13 @@ def main(argv: list[str] | None = None) -> int:
     to decide whether an attempt made progress and should be requeued."""
     import argparse
 
+    from common.cli import run_job
+
     ap = argparse.ArgumentParser(prog="python -m pretraining.checkpoint", description=main.__doc__)
     ap.add_argument("verb", choices=["newest-step"])
     ap.add_argument("run", help="a run URI (s3:// or local) or its checkpoints/ root")
     a = ap.parse_args(argv)
-    try:
-        print(newest_step(a.run))
-    except (storage.StorageError, manifests.ManifestError) as exc:
-        print(f"pretraining.checkpoint: {a.run}: {exc}", file=sys.stderr)
-        return 2
-    return 0
+    return run_job(lambda: str(newest_step(a.run)))
 
 
 if __name__ == "__main__":
