@@ -154,10 +154,7 @@ class LocalSlurm:
     def stop(self, timeout: float = 60) -> list[str]:
         """Cancel every job, stop the daemons by PID; returns what had to be killed afterwards (should be [])."""
         if "slurmctld" in self.procs and self.procs["slurmctld"].poll() is None:
-            self.run("scancel", "--full", "--user", "root", check=False)
-            deadline = time.monotonic() + timeout
-            while time.monotonic() < deadline and self.run("squeue", "-h", check=False).stdout.strip():
-                time.sleep(1)
+            self.cancel_all(timeout)
         for name in sorted(self.procs, key=lambda n: (n == "munged", n == "slurmctld")):  # slurmds, ctld, munge
             p = self.procs[name]
             if p.poll() is None:
@@ -175,6 +172,15 @@ class LocalSlurm:
             except ProcessLookupError:
                 pass
         return leftovers
+
+    def cancel_all(self, timeout: float = 60) -> list[str]:
+        """Cancel every job and wait until the queue is empty; returns the jobs that were still there."""
+        queued = self.run("squeue", "-h", "-o", "%i %j %T", check=False).stdout.split("\n")
+        self.run("scancel", "--full", "--user", "root", check=False)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and self.run("squeue", "-h", check=False).stdout.strip():
+            time.sleep(1)
+        return [q for q in queued if q.strip()]
 
     def processes(self) -> list[int]:
         """PIDs this cluster started: its daemons, their slurmstepd, and job processes (SLURM_JOB_ID in this

@@ -44,7 +44,7 @@ JOB_ENV = {"ELECTRA_FORGE_HOME": str(REPO), "OMP_NUM_THREADS": "1", "MKL_NUM_THR
 
 
 @pytest.fixture(scope="module")
-def slurm(s3_server):
+def slurm_cluster(s3_server):
     try:
         check_available()
     except SlurmUnavailable as exc:
@@ -69,6 +69,13 @@ def slurm(s3_server):
         if not leftovers:
             shutil.rmtree(base, ignore_errors=True)
     assert leftovers == [], f"still running after the cluster stopped (killed now): {leftovers}"
+
+
+@pytest.fixture
+def slurm(slurm_cluster):
+    """The module's cluster, with no job left behind by a test (a failed one would hold both nodes for the next)."""
+    yield slurm_cluster
+    slurm_cluster.cancel_all()
 
 
 def _check_private_tmp(local: LocalSlurm) -> None:
