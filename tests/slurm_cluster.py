@@ -33,6 +33,12 @@ from pathlib import Path
 from common.seaweedfs import free_port
 
 DAEMONS = ("slurmctld", "slurmd", "munged", "sbatch", "scontrol", "squeue", "sinfo", "scancel", "unshare")
+# Debian installs the daemons in /usr/sbin, which a non-login shell's PATH may lack.
+SBIN = ("/usr/local/sbin", "/usr/sbin", "/sbin")
+
+
+def which(name: str) -> str | None:
+    return shutil.which(name, path=os.pathsep.join([os.environ.get("PATH", ""), *SBIN]))
 
 
 class SlurmUnavailable(RuntimeError):
@@ -40,7 +46,7 @@ class SlurmUnavailable(RuntimeError):
 
 
 def check_available() -> None:
-    missing = [d for d in DAEMONS if not shutil.which(d)]
+    missing = [d for d in DAEMONS if not which(d)]
     if missing:
         raise SlurmUnavailable(f"{', '.join(missing)} not installed (Debian: apt-get install slurmctld slurmd "
                                "slurm-client munge; .ci/run does it when it runs as root with apt-get)")
@@ -81,20 +87,20 @@ class LocalSlurm:
         sock_dir.mkdir(exist_ok=True)
         sock_dir.chmod(0o755)
         self.socket = sock_dir / "munge.sock"
-        self._spawn("munged", ["munged", "-F", "-f", f"--key-file={key}", f"--socket={self.socket}",
+        self._spawn("munged", [which("munged"), "-F", "-f", f"--key-file={key}", f"--socket={self.socket}",
                                f"--pid-file={self.base / 'munge' / 'munged.pid'}",
                                f"--log-file={self.base / 'log' / 'munged.log'}",
                                f"--seed-file={self.base / 'munge' / 'munged.seed'}"])
         self._wait(lambda: self.socket.exists(), timeout, "munged did not create its socket")
         self.write_conf()
-        self._spawn("slurmctld", ["slurmctld", "-D", "-i"])
+        self._spawn("slurmctld", [which("slurmctld"), "-D", "-i"])
         self._wait(lambda: self.run("scontrol", "ping", check=False).returncode == 0, timeout,
                    "slurmctld did not answer `scontrol ping`")
         for i, node in enumerate(self.nodes):
-            cmd = ["slurmd", "-D", "-N", node]
+            cmd = [which("slurmd"), "-D", "-N", node]
             if i:  # every node but the batch host: its own /tmp
                 cmd = ["unshare", "-m", "--propagation", "private", "sh", "-c",
-                       f"mount -t tmpfs -o size=2g tmpfs /tmp && exec slurmd -D -N {node}"]
+                       f"mount -t tmpfs -o size=2g tmpfs /tmp && exec {which('slurmd')} -D -N {node}"]
             self._spawn(f"slurmd-{node}", cmd)
         self._wait(self._all_idle, timeout, "the nodes did not come up idle")
         return self
