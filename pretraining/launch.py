@@ -47,6 +47,7 @@ PREEMPTED_EXIT = 75  # same as pretraining.trainer.PREEMPTED_EXIT (kept import-f
 # (batch 2048 x 512 on 8 H100 at 40% MFU: under a second).
 CHECKPOINT_GRACE_S = 600
 CRASH_GRACE_S = 30.0  # after a rank failed no checkpoint is possible (it takes every rank): stop the rest soon
+DIVERGED_EXIT = 3  # same as pretraining.trainer.DIVERGED_EXIT: a non-finite loss stopped the run
 
 
 def launcher_command(overrides: list[str], *, size: str, ds_config: str, num_gpus: int | None = None,

@@ -31,9 +31,6 @@ SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 VOCAB = 512
 SEQ_LEN = 64
 STEPS = 24  # the reference run's length (the `reference` fixture in conftest.py)
-# The reference run's recipe: a run whose losses are compared with it trains with exactly these.
-RECIPE = ["data.train_batch=16", "data.micro_batch=4", "schedule.warmup_steps=4", "optim.lr=2e-3",
-          "checkpoint.every_steps=8", "checkpoint.keep_last=2", "logging.every_steps=8", "seed=1234"]
 
 
 def prose() -> tuple[str, str]:
@@ -170,8 +167,27 @@ def real_pack(tmp_path_factory) -> dict:
 # ----------------------------------------------------------------------------- launcher
 
 
+def recipe(*, warmup: int, every: int, keep: int, seed: int) -> list[str]:
+    """The launcher tests' run besides pack, run and max_steps: 16 sequences a step as 2 ranks x 2 micro-batches
+    of 4, lr 2e-3, 64 held out for validation; model.vocab_size and the special ids default to the pack's."""
+    return ["data.train_batch=16", "data.micro_batch=4", f"schedule.warmup_steps={warmup}", "optim.lr=2e-3",
+            f"checkpoint.every_steps={every}", f"checkpoint.keep_last={keep}", f"logging.every_steps={every}",
+            f"seed={seed}", "data.validation_examples=64"]
+
+
+def train_overrides(pack: str, run: str, *extra: str, steps: int, warmup: int, every: int, keep: int,
+                    seed: int) -> list[str]:
+    return [f"data.pack={pack}", f"run={run}", f"max_steps={steps}",
+            *recipe(warmup=warmup, every=every, keep=keep, seed=seed), *extra]
+
+
+# The reference run's recipe (the `reference` fixture in conftest.py): a run whose losses are compared with it
+# trains with exactly these.
+RECIPE = recipe(warmup=4, every=8, keep=2, seed=1234)
+
+
 def overrides(pack: str, run: str, *extra: str) -> list[str]:
-    """The reference recipe's train.py overrides; model.vocab_size is left to default to the pack's."""
+    """The reference run's train.py overrides."""
     return [f"data.pack={pack}", f"run={run}", f"max_steps={STEPS}", *RECIPE, *extra]
 
 
@@ -211,6 +227,19 @@ def run_launcher(cmd: list[str], log: Path, env: dict | None = None, timeout: fl
     return wait(start(cmd, log, env), log, timeout)
 
 
+def wait_group_gone(pgid: int, timeout: float = 120) -> None:
+    """Wait until every process of a launcher's group has exited (ranks outlive the runner after a SIGTERM)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(pgid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.2)
+    os.killpg(pgid, signal.SIGKILL)
+    raise AssertionError("ranks did not exit after SIGTERM")
+
+
 def wait_for_step(metrics: Path, step: int, proc: subprocess.Popen, log: Path, timeout: float = 600) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -222,3 +251,13 @@ def wait_for_step(metrics: Path, step: int, proc: subprocess.Popen, log: Path, t
             raise AssertionError(f"launcher exited {proc.returncode} before step {step}:\n{log.read_text()[-4000:]}")
         time.sleep(0.2)
     raise AssertionError(f"step {step} not reached in {timeout}s")
+
+
+def preempt(cmd: list[str], log: Path, metrics: Path, step: int) -> None:
+    """Launch, wait until `metrics` has `step`, then SIGTERM the job's process group as a scheduler does and wait
+    until every process of it has exited (the launcher saves a checkpoint on the way out)."""
+    proc = start(cmd, log)
+    wait_for_step(metrics, step, proc, log)
+    os.killpg(proc.pid, signal.SIGTERM)
+    wait(proc, log)
+    wait_group_gone(proc.pid)

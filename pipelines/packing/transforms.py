@@ -1,7 +1,7 @@
 """The Beam stage of the pack job: each output shard reads its own documents, encodes and packs them.
 
     output shard k -> PackShard (read the text column of its input shards, `shard_sources`;
-                      SentencePiece batch encode, model loaded in setup; pack with Bling Fire
+                      batch encode (encode.py: SentencePiece or an HF tokenizer, loaded in setup); pack with Bling Fire
                       run only on windows around each example's middle and end; write
                       shards/part-k-of-n.bin and a sidecar with its counts)
 
@@ -25,8 +25,9 @@ from apache_beam.metrics import Metrics
 from common import storage
 from pipelines import documents, packformat
 from pipelines.packing.config import PackConfig
+from pipelines.packing.encode import Encoder
 from pipelines.packing.examples import pack, shard_rng
-from pipelines.packing.segment import WindowSegmenter, stream_text, surface_bytes
+from pipelines.packing.segment import WindowSegmenter
 
 NS = "pack"
 WORK_DIR = "_work"  # per-shard sidecars, removed before the manifest is written
@@ -64,17 +65,16 @@ class PackShard(beam.DoFn):
     """Output shard index -> the shard file and a sidecar of its counts.
 
     Reads the shard's documents (`shard_sources`: its own input shards, text column only, as
-    UTF-8 bytes) and encodes them with SentencePiece, `encode_batch_docs` per call,
-    each whole, exactly as `SentencePieceProcessor.encode(text)` and the HF export would, so the
-    pack holds the document's own tokens (line breaks as byte pieces); then packs them, running
-    the segmenter only on the windows of text where an example's A/B split may fall. Yields
-    the sidecar dict.
+    UTF-8 bytes) and encodes them, `encode_batch_docs` per call, each whole, exactly as the
+    tokenizer encodes a text (`encode.py`), so the pack holds the document's own tokens; then
+    packs them, running the segmenter only on the windows of text where an example's A/B split
+    may fall. Yields the sidecar dict.
     """
 
-    def __init__(self, cfg: PackConfig, num_shards: int, uris: list[str], model_bytes: bytes, special_ids: dict,
+    def __init__(self, cfg: PackConfig, num_shards: int, uris: list[str], encoder: Encoder, special_ids: dict,
                  dtype: str, settings: storage.StorageSettings):
         self.cfg, self.num_shards, self.uris, self.special_ids = cfg, num_shards, uris, special_ids
-        self.model_bytes, self.dtype, self.settings = model_bytes, np.dtype(dtype), settings
+        self.encoder, self.dtype, self.settings = encoder, np.dtype(dtype), settings
         self.counters = {n: Metrics.counter(NS, n) for n in (
             "docs", "docs_empty", "tokens_encoded", "examples", "examples_single_segment", "examples_short",
             "tokens_packed", "padding_tokens", "sentences_split", "examples_cross_document", "tokens_truncated",
@@ -82,23 +82,7 @@ class PackShard(beam.DoFn):
         self.docs_read = Metrics.counter(NS, "docs_read")
 
     def setup(self):
-        import sentencepiece as spm
-
-        self.sp = spm.SentencePieceProcessor(model_proto=self.model_bytes)
-        self.surface = surface_bytes(self.sp)
-
-    def encode(self, texts: list[bytes]) -> tuple[np.ndarray, list[int]]:
-        """Concatenated token ids and per-document lengths; one C++ call (one thread: Beam runs a
-        worker per core) per batch. `encode_as_numpy` gives the ids `encode` would, as int32 arrays:
-        no Python int per token (building those costs a fifth of the encode itself)."""
-        parts, lengths, step = [], [], self.cfg.encode_batch_docs
-        for i in range(0, len(texts), step):
-            encoded = self.sp.encode_as_numpy(texts[i:i + step], num_threads=1)
-            lengths += [len(e) for e in encoded]
-            # Ids < vocab_size, which dtype holds (dtype_for_vocab): the narrowing cast is exact.
-            parts.append(np.concatenate(encoded, dtype=self.dtype, casting="unsafe") if encoded
-                         else np.zeros(0, self.dtype))
-        return (np.concatenate(parts) if parts else np.zeros(0, self.dtype)), lengths
+        self.encoder.setup()
 
     def read(self, shard: int) -> list[bytes]:
         texts = []
@@ -110,12 +94,12 @@ class PackShard(beam.DoFn):
 
     def process(self, shard: int):
         texts = self.read(shard)
-        tokens, lengths = self.encode(texts)
+        enc = self.encoder.encode(texts)
+        del texts
+        tokens, lengths = enc.tokens, enc.lengths
         empty = lengths.count(0)
         doc_ends = np.cumsum([n for n in lengths if n], dtype=np.int64)
-        text, token_starts = stream_text(texts, lengths, tokens, self.surface)
-        del texts
-        sentences = WindowSegmenter(text, token_starts)
+        sentences = WindowSegmenter(enc.text, enc.token_starts)
         rng = shard_rng(self.cfg.seed, shard, self.num_shards)
         rows, st = pack(tokens, doc_ends, sentences, self.cfg, rng, self.special_ids, self.dtype)
         data = rows.astype(self.dtype.newbyteorder("<"), copy=False).tobytes()
@@ -139,14 +123,14 @@ class PackShard(beam.DoFn):
 class PackDocuments(beam.PTransform):
     """Output shard indices 0..num_shards-1 -> packed shards under cfg.output (yields per-shard info)."""
 
-    def __init__(self, cfg: PackConfig, num_shards: int, uris: list[str], model_bytes: bytes, special_ids: dict,
+    def __init__(self, cfg: PackConfig, num_shards: int, uris: list[str], encoder: Encoder, special_ids: dict,
                  dtype: str, settings: storage.StorageSettings):
         super().__init__()
-        self.cfg, self.num_shards, self.uris, self.model_bytes = cfg, num_shards, uris, model_bytes
+        self.cfg, self.num_shards, self.uris, self.encoder = cfg, num_shards, uris, encoder
         self.special_ids, self.dtype, self.settings = special_ids, dtype, settings
 
     def expand(self, shards):
         # Each output shard reads its own inputs, so there is no shuffle; Create spreads the
         # shard indices over the workers, and the encode parallelism is --num-shards.
-        return shards | "PackShards" >> beam.ParDo(PackShard(self.cfg, self.num_shards, self.uris, self.model_bytes,
+        return shards | "PackShards" >> beam.ParDo(PackShard(self.cfg, self.num_shards, self.uris, self.encoder,
                                                               self.special_ids, self.dtype, self.settings))
