@@ -45,6 +45,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/loader_throughput.py --latency-ms 30 --peer-read 512
 	$(BIN)/python benchmarks/train_step.py
 	$(BIN)/python benchmarks/finetune_padding.py
+	$(BIN)/python benchmarks/checkpoint_save.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info

@@ -23,6 +23,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from common import storage
+from pretraining.launch import CHECKPOINT_GRACE_S
 
 Size = Literal["tiny", "small", "base", "large"]
 LauncherMode = Literal["single_node", "hostfile", "no_ssh", "cluster"]
@@ -70,17 +71,24 @@ class ClusterParams(_Strict):
     image: str = Field("electra-forge-train:latest", description="training image (infra/docker/Dockerfile)")
     namespace: str = "default"
     poll_seconds: int = Field(60, ge=1, description="how often the flow checks the job and its checkpoints")
+    log_dir: str | None = Field(None, description=(
+        "Slurm: directory for the job's log (<job>-<id>.out, appended to across requeues), on a filesystem the "
+        "nodes share; None = the directory sbatch runs in (the worker's)"))
+    checkpoint_grace_s: int = Field(CHECKPOINT_GRACE_S, ge=30, description=(
+        "seconds the ranks get after SIGTERM to finish their step and checkpoint before SIGKILL; Slurm's --signal "
+        "lead and the pods' terminationGracePeriodSeconds are set from it (default: a measured ELECTRA-Large "
+        "ZeRO-3 save, see docs/infra.md)"))
 
 
 class LauncherParams(_Strict):
     mode: LauncherMode = Field("single_node", description=(
         "single_node: one launcher here; hostfile: DeepSpeed's pdsh/ssh launcher over a hostfile; "
-        "no_ssh: this node's launcher with --no_ssh --node_rank (the others run the same command); "
+        "no_ssh: this node's ranks (pretraining/launch.py --node-rank; the other nodes run the same command); "
         "cluster: submit infra/k8s or infra/slurm and wait for its checkpoints"))
     num_gpus: int | None = Field(None, ge=1, description="GPUs per node; None = all visible")
     num_procs: int | None = Field(None, ge=1, description="CPU-only ranks on this node (gloo); None = 1")
     num_nodes: int = Field(1, ge=1)
-    hostfile: str | None = Field(None, description="hostfile ('host slots=8' lines) for mode=hostfile and mode=no_ssh")
+    hostfile: str | None = Field(None, description="hostfile ('host slots=8' lines) for mode=hostfile")
     node_rank: int = Field(0, ge=0, description="this node's rank for mode=no_ssh")
     master_addr: str | None = None
     master_port: int = Field(29500, ge=1, le=65535)
@@ -90,9 +98,8 @@ class LauncherParams(_Strict):
     def _check(self) -> "LauncherParams":
         if self.mode == "hostfile" and not self.hostfile:
             raise ValueError("launcher.mode=hostfile needs launcher.hostfile")
-        if self.mode == "no_ssh" and (self.num_nodes < 2 or not self.master_addr or not self.hostfile):
-            raise ValueError("launcher.mode=no_ssh needs num_nodes >= 2, master_addr and hostfile "
-                             "(the same hostfile on every node: DeepSpeed reads the world size from it)")
+        if self.mode == "no_ssh" and (self.num_nodes < 2 or not self.master_addr):
+            raise ValueError("launcher.mode=no_ssh needs num_nodes >= 2 and master_addr (node 0's address)")
         if self.node_rank >= self.num_nodes:
             raise ValueError(f"node_rank {self.node_rank} must be < num_nodes {self.num_nodes}")
         return self

@@ -116,7 +116,8 @@ def deepspeed_config_path(spec: RunSpec) -> str:
 
 
 def pretrain_command(spec: RunSpec, pack_uri: str, deepspeed_bin: str | None = None) -> list[str]:
-    """`deepspeed [launcher flags] pretraining/train.py --deepspeed CFG --config SIZE key=value...`.
+    """`deepspeed [launcher flags] pretraining/train.py --deepspeed CFG --config SIZE key=value...` (no_ssh: the
+    same through pretraining/launch.py, this node's ranks only).
 
     pretraining.launch owns the launcher flags; this maps the flow's launcher mode onto them.
     """
@@ -130,7 +131,7 @@ def pretrain_command(spec: RunSpec, pack_uri: str, deepspeed_bin: str | None = N
     if ln.mode == "hostfile":
         kwargs["hostfile"] = ln.hostfile
     elif ln.mode == "no_ssh":
-        kwargs.update(no_ssh=True, hostfile=ln.hostfile, num_nodes=ln.num_nodes, node_rank=ln.node_rank)
+        kwargs.update(no_ssh=True, num_nodes=ln.num_nodes, node_rank=ln.node_rank)
     return launcher_command(train_overrides(spec, pack_uri), size=spec.size, ds_config=deepspeed_config_path(spec),
                             deepspeed_bin=deepspeed_bin or _deepspeed_bin(), **kwargs)
 

@@ -24,6 +24,7 @@ import logging
 import os
 import re
 import shutil
+import sys
 from pathlib import Path
 from typing import Callable
 
@@ -370,3 +371,27 @@ class Checkpointer:
 
 class CheckpointError(RuntimeError):
     """A checkpoint this run cannot resume from (another world size); the message says what to do."""
+
+
+def newest_step(run_or_root: str) -> int:
+    """The step of the newest complete checkpoint (sizes checked, not hashes), 0 when there is none."""
+    got = latest_complete(run_or_root, mode="size")
+    return int(got[1]["step"]) if got else 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m pretraining.checkpoint newest-step RUN`: prints that step (0 if none); the Slurm job uses it
+    to decide whether an attempt made progress and should be requeued."""
+    import argparse
+
+    from common.cli import run_job
+
+    ap = argparse.ArgumentParser(prog="python -m pretraining.checkpoint", description=main.__doc__)
+    ap.add_argument("verb", choices=["newest-step"])
+    ap.add_argument("run", help="a run URI (s3:// or local) or its checkpoints/ root")
+    a = ap.parse_args(argv)
+    return run_job(lambda: str(newest_step(a.run)))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import json
+import os
 import uuid
 from pathlib import Path
 
 import pytest
+from test_train_support import real_pack  # noqa: F401  (a fixture, needed by `reference`)
 
 REPO = Path(__file__).resolve().parent.parent
 SHARED = REPO.parent / "shared"
@@ -41,3 +44,21 @@ def shared_dir() -> Path:
     if not SHARED.exists():
         pytest.skip("../shared is not beside this checkout")
     return SHARED
+
+
+@pytest.fixture(scope="session")
+def reference(real_pack, tmp_path_factory) -> dict:  # noqa: F811
+    """The uninterrupted 2-rank ZeRO-3 run of the reference recipe (DeepSpeed's launcher, one node): the losses
+    the preemption, S3, two-node and Slurm runs must reproduce step for step."""
+    from test_train_support import deepspeed_cmd, free_port, overrides, run_launcher
+
+    from pretraining.metrics import read_losses
+
+    base = tmp_path_factory.mktemp("reference")
+    run = base / "run"
+    log = base / "launcher.log"
+    port = free_port()  # kept: the /dev/shm check looks for entries named by this run's master port
+    rc = run_launcher(deepspeed_cmd(overrides(real_pack["pack"], str(run)), port=port), log)
+    assert rc == 0, log.read_text()[-5000:]
+    return {"run": run, "log": log, "pack": real_pack["pack"], "losses": read_losses(str(run / "metrics.jsonl")),
+            "info": json.loads((run / "run_info.json").read_text()), "port": port}

@@ -67,23 +67,38 @@ def test_launcher_commands(tmp_path):
     hf = RunSpec(**base, train=TrainParams(launcher=hosts))
     assert "--hostfile" in stages.pretrain_command(hf, "p", deepspeed_bin="deepspeed")
     ns = RunSpec(**base, train=TrainParams(max_steps=7, launcher=LauncherParams(
-        mode="no_ssh", num_nodes=2, node_rank=1, master_addr="node0", hostfile="/job/hosts")))
+        mode="no_ssh", num_nodes=2, node_rank=1, master_addr="node0", num_gpus=8)))
     cmd = stages.pretrain_command(ns, "p", deepspeed_bin="deepspeed")
-    assert "--no_ssh" in cmd and cmd[cmd.index("--node_rank") + 1] == "1" and "max_steps=7" in cmd
+    assert cmd[1].endswith("pretraining/launch.py") and "deepspeed" not in cmd[:2]  # this project's node launcher
+    assert cmd[cmd.index("--node-rank") + 1] == "1" and cmd[cmd.index("--nproc-per-node") + 1] == "8"
+    assert cmd[cmd.index("--nnodes") + 1] == "2" and "max_steps=7" in cmd
 
 
 def test_cluster_templates_render():
+    import yaml
+
     from flows import cluster
 
     spec = RunSpec(size="large", storage_root="s3://b/p", corpus=CorpusParams(inputs=["x"]),
                    train=TrainParams(max_steps=100, launcher=LauncherParams(mode="cluster", num_nodes=4, num_gpus=8)))
     values = cluster.template_values(spec, "s3://b/p/electra/pack", 100)
     k8s = cluster.render("infra/k8s/deepspeed-job.yaml", values)
-    assert "completions: 4" in k8s and "--no_ssh" in k8s and "run=s3://b/p/electra/pretrain" in k8s
-    assert "--node_rank=$JOB_COMPLETION_INDEX" in k8s
+    service, job = yaml.safe_load_all(k8s)
+    assert job["spec"]["completions"] == 4 and job["spec"]["completionMode"] == "Indexed"
+    pod = job["spec"]["template"]["spec"]
+    assert pod["terminationGracePeriodSeconds"] > spec.train.launcher.cluster.checkpoint_grace_s
+    container = pod["containers"][0]
+    args = container["args"][0]
+    assert args.startswith("exec python pretraining/launch.py") and "--node-rank=$JOB_COMPLETION_INDEX" in args
+    assert "run=s3://b/p/electra/pretrain" in args and "--nproc-per-node=8" in args
+    assert container["resources"] == {"limits": {"nvidia.com/gpu": 8}}
+    rules = job["spec"]["podFailurePolicy"]["rules"]
+    assert rules[0] == {"action": "Ignore", "onExitCodes": {"containerName": "train", "operator": "In", "values": [75]}}
     assert not any("${%s}" % k in k8s for k in values)
     slurm = cluster.render("infra/slurm/pretrain.sbatch", values)
-    assert "#SBATCH --nodes=4" in slurm and "--node_rank=$SLURM_NODEID" in slurm
+    assert "#SBATCH --nodes=4" in slurm and '--node-rank="$SLURM_NODEID"' in slurm
+    assert "#SBATCH --gpus-per-node=8" in slurm and "--nproc-per-node=8" in slurm and "DS_ACCELERATOR=cuda" in slurm
+    assert "#SBATCH --open-mode=append" in slurm and "#SBATCH --signal=TERM@" in slurm
     assert not any("${%s}" % k in slurm for k in values)
 
 
@@ -376,8 +391,12 @@ def test_cluster_mode_submits_and_waits_for_the_target_checkpoint(tmp_path, monk
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     calls = tmp_path / "calls.txt"
-    (bin_dir / "kubectl").write_text(f'#!/bin/sh\necho "$@" >> {calls}\n'
-                                     'case "$1" in get) printf "//4";; esac\n')
+    applied = tmp_path / "applied"
+    (bin_dir / "kubectl").write_text(
+        f'#!/bin/sh\necho "$@" >> {calls}\n'
+        f'case "$1" in apply) touch {applied};;\n'
+        f'  get) if [ -e {applied} ]; then echo \'{{"status": {{"active": 4}}}}\'; '
+        f'else echo \'Error from server (NotFound): jobs.batch "electra-big" not found\' >&2; exit 1; fi;;\nesac\n')
     (bin_dir / "kubectl").chmod(0o755)
     monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
     spec = RunSpec(size="large", storage_root=str(tmp_path / "store"), run_name="big",
@@ -390,4 +409,8 @@ def test_cluster_mode_submits_and_waits_for_the_target_checkpoint(tmp_path, monk
     cluster.run_job(spec, "s3://b/pack", 10, logging.getLogger("test"))
     log = calls.read_text()
     assert "delete job electra-big" in log and "apply -n default -f" in log and "get job electra-big" in log
-    assert cluster.job_state("kubernetes", "electra-big", "default", None) == "running"
+    assert cluster.kubernetes_status("electra-big", "default").phase is cluster.Phase.RUNNING
+    # A second submission while that Job runs (the flow process was restarted) follows it: no delete, no apply.
+    calls.write_text("")
+    cluster.run_job(spec, "s3://b/pack", 10, logging.getLogger("test"))
+    assert "apply" not in calls.read_text() and "delete" not in calls.read_text()

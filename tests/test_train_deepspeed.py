@@ -1,7 +1,7 @@
 """End-to-end pretraining with the real `deepspeed` launcher on CPU (gloo), a tiny model and a real-text pack.
 
-One reference run (2 ranks, ZeRO-3) is shared by most checks; the preemption, S3 and
-two-"node" runs are compared step by step against it.
+One reference run (2 ranks, ZeRO-3; the `reference` fixture in conftest.py, shared with the Slurm tests)
+is shared by most checks; the preemption, S3 and two-"node" runs are compared step by step against it.
 
 Regenerate the golden curve (after an intended change to the model, data order or seeding):
 
@@ -17,14 +17,15 @@ from pathlib import Path
 import psutil
 import pytest
 import torch
-from test_train_support import (  # noqa: F401  (real_pack is a fixture)
+from test_train_support import (  # noqa: F401  (real_pack is a fixture; `reference` comes from conftest.py)
+    STEPS,
     deepspeed_cmd,
     free_port,
+    overrides,
     preempt,
     real_pack,
     run_launcher,
     start,
-    train_overrides,
     wait,
 )
 
@@ -35,25 +36,7 @@ from pretraining.metrics import HEALTH, VALIDATION, read_losses, read_records
 pytestmark = pytest.mark.integration
 
 GOLDEN = Path(__file__).parent / "assets" / "golden_loss_tiny.json"
-STEPS = 24
 GOLDEN_RTOL = 1e-3  # fp32 on CPU: bit-exact on one machine; other CPUs' kernels may round differently
-
-
-def overrides(pack: str, run: str, *extra: str) -> list[str]:
-    return train_overrides(pack, run, *extra, steps=STEPS, warmup=4, every=8, keep=2, seed=1234)
-
-
-@pytest.fixture(scope="module")
-def reference(real_pack, tmp_path_factory) -> dict:
-    """The uninterrupted 2-rank ZeRO-3 run."""
-    base = tmp_path_factory.mktemp("reference")
-    run = base / "run"
-    log = base / "launcher.log"
-    port = free_port()
-    rc = run_launcher(deepspeed_cmd(overrides(real_pack["pack"], str(run)), port=port), log)
-    assert rc == 0, log.read_text()[-5000:]
-    return {"run": run, "log": log, "pack": real_pack["pack"], "losses": read_losses(str(run / "metrics.jsonl")),
-            "info": json.loads((run / "run_info.json").read_text()), "port": port}
 
 
 def shm_buffers(port: int) -> list[str]:
@@ -220,20 +203,19 @@ def test_sigterm_then_resume_matches_uninterrupted_via_s3(reference, real_pack, 
 
 
 def test_two_nodes_on_localhost_without_ssh(reference, real_pack, tmp_path):
-    """Two launchers, one rank each (`--no_ssh --node_rank 0/1`), form one 2-rank job: same losses as one launcher."""
-    hostfile = tmp_path / "hostfile"
-    hostfile.write_text("node-a slots=1\nnode-b slots=1\n")
+    """Two node launchers (pretraining/launch.py --node-rank 0/1), one rank each, form one 2-rank job: the same
+    losses as DeepSpeed's launcher running both ranks."""
     port = free_port()
     run = tmp_path / "run"
     procs = []
     for node in (0, 1):
-        cmd = deepspeed_cmd(overrides(real_pack["pack"], str(run)), ranks=1, port=port,
-                            hostfile=str(hostfile), no_ssh=True, num_nodes=2, node_rank=node,
-                            master_addr="127.0.0.1")
+        cmd = deepspeed_cmd(overrides(real_pack["pack"], str(run)), ranks=1, port=port, no_ssh=True, num_nodes=2,
+                            node_rank=node, master_addr="127.0.0.1")
         log = tmp_path / f"node{node}.log"
         procs.append((start(cmd, log), log))
     for proc, log in procs:
         assert wait(proc, log) == 0, log.read_text()[-5000:]
+    assert "node 1 of 2" in procs[1][1].read_text() and "ranks 1..1 of 2" in procs[1][1].read_text()
     info = json.loads((run / "run_info.json").read_text())
     assert info["world_size"] == 2
     losses = read_losses(str(run / "metrics.jsonl"))

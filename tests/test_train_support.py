@@ -30,6 +30,7 @@ PROSE_FILES = ("GPL-3", "Apache-2.0", "LGPL-2.1", "GPL-2", "MPL-2.0", "GFDL-1.3"
 SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 VOCAB = 512
 SEQ_LEN = 64
+STEPS = 24  # the reference run's length (the `reference` fixture in conftest.py)
 
 
 def prose() -> tuple[str, str]:
@@ -166,14 +167,28 @@ def real_pack(tmp_path_factory) -> dict:
 # ----------------------------------------------------------------------------- launcher
 
 
+def recipe(*, warmup: int, every: int, keep: int, seed: int) -> list[str]:
+    """The launcher tests' run besides pack, run and max_steps: 16 sequences a step as 2 ranks x 2 micro-batches
+    of 4, lr 2e-3, 64 held out for validation; model.vocab_size and the special ids default to the pack's."""
+    return ["data.train_batch=16", "data.micro_batch=4", f"schedule.warmup_steps={warmup}", "optim.lr=2e-3",
+            f"checkpoint.every_steps={every}", f"checkpoint.keep_last={keep}", f"logging.every_steps={every}",
+            f"seed={seed}", "data.validation_examples=64"]
+
+
 def train_overrides(pack: str, run: str, *extra: str, steps: int, warmup: int, every: int, keep: int,
                     seed: int) -> list[str]:
-    """The launcher tests' run: 16 sequences a step as 2 ranks x 2 micro-batches of 4, lr 2e-3, 64 held out
-    for validation; model.vocab_size and the special ids are left to default to the pack's."""
-    return [f"data.pack={pack}", f"run={run}", f"max_steps={steps}", "data.train_batch=16", "data.micro_batch=4",
-            f"schedule.warmup_steps={warmup}", "optim.lr=2e-3", f"checkpoint.every_steps={every}",
-            f"checkpoint.keep_last={keep}", f"logging.every_steps={every}", f"seed={seed}",
-            "data.validation_examples=64", *extra]
+    return [f"data.pack={pack}", f"run={run}", f"max_steps={steps}",
+            *recipe(warmup=warmup, every=every, keep=keep, seed=seed), *extra]
+
+
+# The reference run's recipe (the `reference` fixture in conftest.py): a run whose losses are compared with it
+# trains with exactly these.
+RECIPE = recipe(warmup=4, every=8, keep=2, seed=1234)
+
+
+def overrides(pack: str, run: str, *extra: str) -> list[str]:
+    """The reference run's train.py overrides."""
+    return [f"data.pack={pack}", f"run={run}", f"max_steps={STEPS}", *RECIPE, *extra]
 
 
 def launcher_env(extra: dict | None = None) -> dict:
