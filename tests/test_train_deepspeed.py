@@ -250,8 +250,11 @@ def test_resume_skips_a_corrupt_newest_checkpoint(reference, tmp_path):
     assert run_launcher(deepspeed_cmd(overrides(reference["pack"], str(run))), log) == 0, log.read_text()[-5000:]
     text = log.read_text()
     assert "failed its sha256 check" in text and "does not match its sha256" in text and f"resumed from {run}/checkpoints/{ckpt.tag(first_kept)}" in text
-    steps = [json.loads(line)["step"] for line in (run / "metrics.jsonl").read_text().splitlines()]
-    assert steps == list(range(1, STEPS + 1))  # the retrained steps replace their earlier lines, once each
+    lines = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    # The retrained steps replace their earlier lines, once each: training lines and the validation line of
+    # each checkpoint alike (checkpoint.every_steps=8).
+    assert [m["step"] for m in lines if "kind" not in m] == list(range(1, STEPS + 1))
+    assert [m["step"] for m in lines if m.get("kind") == "validation"] == list(range(8, STEPS + 1, 8))
     losses = read_losses(str(run / "metrics.jsonl"))
     for step in range(first_kept + 1, STEPS + 1):
         assert losses[step]["loss"] == pytest.approx(reference["losses"][step]["loss"], abs=1e-6), step
