@@ -28,6 +28,11 @@ def pipeline_options(beam_args: list[str] | None = None, *, job_name: str | None
             args.append("--direct_running_mode=multi_processing")
         if "--direct_num_workers" not in given:
             args.append(f"--direct_num_workers={os.cpu_count() or 1}")
+    if runner.endswith("DaskRunner") and not given & {"--dask_npartitions", "--dask_partition_size"}:
+        # Beam's DaskRunner puts up to 128 elements of a Create in one partition (one task), and
+        # partitions are what its ParDos and GroupByKeys run on: one input file (or input shard)
+        # per partition makes parallelism and each task's memory follow the data.
+        args.append("--dask_partition_size=1")
     # Fill S3Options from the environment for every field the user did not pass.
     env_settings = StorageSettings.from_env()
     for flag in beam_s3_args(env_settings):
@@ -44,3 +49,14 @@ def pipeline_options(beam_args: list[str] | None = None, *, job_name: str | None
 def storage_settings(options: PipelineOptions) -> StorageSettings:
     """The StorageSettings DoFns should carry (they may run where the environment differs)."""
     return settings_from_beam_options(options)
+
+
+def run(pipeline) -> None:
+    """Run a pipeline to the end, and close the dask Client the DaskRunner opens (it never does)."""
+    result = pipeline.run()
+    try:
+        result.wait_until_finish()
+    finally:
+        client = getattr(result, "client", None)
+        if client is not None:
+            client.close()

@@ -25,7 +25,8 @@ from common.cli import add_overrides, run_job
 from pipelines import beam as beam_opts
 from pipelines.cleaning import readers
 from pipelines.cleaning.config import FORMATS, CleanConfig, build
-from pipelines.cleaning.job import InputError, build_pipeline, check_bucket, clear_output, input_refs, resolve_inputs
+from pipelines.cleaning.job import (InputError, build_pipeline, check_bucket, clear_output, input_refs, input_sizes,
+                                    read_input_list, resolve_inputs)
 
 log = logging.getLogger("pipelines.clean")
 
@@ -35,25 +36,28 @@ def run(cfg: CleanConfig, beam_args: list[str] | None = None) -> dict:
     when an input or the output cannot be reached."""
     if not cfg.output:
         raise InputError("no --output given")
+    if not cfg.inputs and not cfg.input_lists:
+        raise InputError("no --input or --input-list given: pass at least one file, directory, glob or paths file")
     options = beam_opts.pipeline_options(beam_args, job_name="clean")
     settings = beam_opts.storage_settings(options)
-    paths = resolve_inputs(cfg.inputs, settings)
+    globbed = resolve_inputs(cfg.inputs, settings)
+    list_refs, listed = [], set()
+    for uri in cfg.input_lists:
+        named, ref = read_input_list(uri, cfg.input_prefix, settings)
+        list_refs.append(ref)
+        listed.update(storage.normalize(f) for f in named)
+    paths = sorted(set(globbed) | listed)
     check_bucket(cfg.output, dataclasses.replace(settings, max_attempts=1), "--output")
     output = storage.normalize(cfg.output)
     cfg = dataclasses.replace(cfg, output=output)
     files = [(f, cfg.format if cfg.format != "auto" else readers.detect_format(f, settings)) for f in paths]
-    refs = input_refs(files, settings)
-    log.info("clean: %d input files -> %s", len(files), output)
+    sizes = input_sizes(paths, settings)
+    refs = input_refs(files, sizes, listed - set(globbed)) + list_refs
+    log.info("clean: %d input files, %.1f MB -> %s", len(files), sum(sizes.values()) / 2**20, output)
     clear_output(output, settings)
     p = beam.Pipeline(options=options)
-    build_pipeline(p, cfg, files, refs, settings)
-    result = p.run()
-    try:
-        result.wait_until_finish()
-    finally:
-        client = getattr(result, "client", None)  # the DaskRunner opens a dask Client and never closes it
-        if client is not None:
-            client.close()
+    build_pipeline(p, cfg, files, refs, settings, input_bytes=sum(sizes.values()))
+    beam_opts.run(p)
     return manifest.read(output, kind="documents", settings=settings)
 
 
@@ -61,12 +65,17 @@ def parse_args(argv: list[str] | None) -> tuple[CleanConfig, list[str]]:
     ap = argparse.ArgumentParser(prog="python -m pipelines.clean", description=__doc__.split("\n\n")[0],
                                  epilog="Other flags are Beam pipeline options (--runner, --direct_num_workers...).")
     ap.add_argument("--input", action="append", default=[], help="file, directory or glob; local or s3://; repeatable")
+    ap.add_argument("--input-list", action="append", default=[],
+                    help="paths file (Common Crawl wet.paths.gz style: one key per line, gzip or plain); repeatable")
+    ap.add_argument("--input-prefix", help="what relative lines of --input-list are joined onto "
+                                           f"(default {CleanConfig.input_prefix})")
     ap.add_argument("--output", required=True, help="output URI (directory or s3://bucket/prefix)")
     ap.add_argument("--config", help="JSON or YAML file with CleanConfig fields (docs/clean.md)")
     ap.add_argument("--format", choices=FORMATS, help="force one reader for every input (default: detect)")
     add_overrides(ap, "langid.languages=en,de dedup.bands=20")
     args, beam_args = ap.parse_known_args(argv)
-    return build(args.input, args.output, args.format, args.config, args.set), beam_args
+    return build(args.input, args.output, args.format, args.config, args.set, args.input_list,
+                 args.input_prefix), beam_args
 
 
 def main(argv: list[str] | None = None) -> int:

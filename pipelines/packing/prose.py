@@ -158,7 +158,7 @@ def write_documents(output: str, docs: list[dict], num_shards: int = 3, settings
         data = documents.encode_shard(part)
         path = f"{documents.DOCUMENTS_DIR}/{documents.shard_name(i, num_shards)}"
         storage.write_bytes(storage.join(output, path), data, settings)
-        shards.append({"path": path, "rows": len(part), "sha256": storage.sha256_bytes(data)})
+        shards.append({"path": path, "records": len(part), "bytes": len(data), "sha256": storage.sha256_bytes(data)})
     m = manifest.build("documents", inputs=[], config={"source": "pipelines.packing.prose"}, shards=shards,
                        counters={"records_read": len(rows), "kept": len(rows)})
     manifest.write(output, m, settings)

@@ -1,20 +1,26 @@
-"""The Beam stage of the pack job: each output shard reads its own documents, encodes and packs them.
+"""The Beam stages of the pack job: work units that follow the data, blocks of rows, shards cut by size.
 
-    output shard k -> PackShard (read the text column of its input shards, `shard_sources`;
-                      SentencePiece batch encode, model loaded in setup; pack with Bling Fire
-                      run only on windows around each example's middle and end; write
-                      shards/part-k-of-n.bin and a sidecar with its counts)
+    input shard j       -> SplitShard: from the Parquet footer alone, its row groups in runs of
+                           at most `unit_mb` of text: the work units (j, row groups [lo, hi))
+    unit                -> PackUnit: read those row groups' text column (UTF-8 bytes); SentencePiece
+                           batch encode (model loaded in setup); pack, with Bling Fire run only on
+                           windows around each example's middle and end; write the rows as one
+                           block under _work/shards/ -> a BlockInfo with the unit's counts
+    blocks              -> sharding.WriteShards: laid out in (j, lo) order and cut into shards of
+                           exactly shard_mb // row bytes examples, each streamed to shards/part-k-of-n.bin
+    shards + totals     -> one summary file, which the driver turns into the manifest
 
-An output shard's documents are a fixed function of the input layout (whole input shards, or
-rows dealt round-robin when there are more outputs than inputs), taken in file order, so
-every output byte is a function of (input shards, tokenizer, config) whatever the runner's
-bundling, ordering or worker count. No text crosses a shuffle: `Create` only spreads the shard
-indices over the workers. The encode parallelism is the number of output shards, which
-`--num-shards` sets.
+A unit's documents and their order are a function of the input layout (its shards and their row
+groups) and `unit_mb`; its random draws are seeded by (seed, input shard, first row group). So
+every output byte is a function of (documents, tokenizer, config) whatever the runner's bundling,
+ordering or worker count. No text crosses a shuffle, only unit and block descriptions. Concatenated
+in shard order, the rows hold every document's tokens in the input's order.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import json
 import re
 
@@ -23,31 +29,41 @@ import numpy as np
 from apache_beam.metrics import Metrics
 
 from common import storage
-from pipelines import documents, packformat
+from pipelines import documents, packformat, sharding
 from pipelines.packing.config import PackConfig
-from pipelines.packing.examples import pack, shard_rng
+from pipelines.packing.examples import pack, unit_rng
 from pipelines.packing.segment import WindowSegmenter, stream_text, surface_bytes
 
 NS = "pack"
-WORK_DIR = "_work"  # per-shard sidecars, removed before the manifest is written
+KIND = packformat.SHARDS_DIR
+SUMMARY = sharding.work_path("summary", "summary.json")  # what the pipeline hands the driver
+MB = 1 << 20
+COUNTERS = ("docs_read", "docs", "docs_empty", "tokens_encoded", "examples", "examples_single_segment",
+            "examples_short", "tokens_packed", "padding_tokens", "sentences_split", "examples_cross_document",
+            "tokens_truncated", "bytes_segmented")
 
 
-def shard_sources(shard: int, num_shards: int, num_inputs: int) -> list[tuple[int, int, int]]:
-    """The documents of output shard `shard`: [(input shard j, part, parts)], meaning the rows r
-    of input j with r % parts == part, taken in input order then row order.
+@dataclasses.dataclass(frozen=True)
+class Unit:
+    """Row groups [lo, hi) of input shard `shard` (`path` relative to the documents output)."""
 
-    With no more outputs than inputs, output k takes whole input shards j ≡ k (mod outputs);
-    with more, input j is dealt row by row over the outputs k ≡ j (mod inputs). Every row lands
-    in exactly one output, and each output reads its own inputs: no text crosses a shuffle.
-    """
-    if num_shards <= num_inputs:
-        return [(j, 0, 1) for j in range(shard, num_inputs, num_shards)]
-    j = shard % num_inputs
-    return [(j, shard // num_inputs, len(range(j, num_shards, num_inputs)))]
+    shard: int
+    path: str
+    lo: int
+    hi: int
 
 
-def sidecar_uri(output: str, shard: int) -> str:
-    return storage.join(output, WORK_DIR, f"part-{shard:05d}.json")
+def units_of(shard: int, path: str, text_sizes: list[int], unit_bytes: int) -> list[Unit]:
+    """Consecutive row groups, as many as fit in `unit_bytes` of text (at least one each)."""
+    out, lo, size = [], 0, 0
+    for i, n in enumerate(text_sizes):
+        if i > lo and size + n > unit_bytes:
+            out.append(Unit(shard, path, lo, i))
+            lo, size = i, 0
+        size += n
+    if lo < len(text_sizes):
+        out.append(Unit(shard, path, lo, len(text_sizes)))
+    return out
 
 
 # Bytes a blank text can start with: ASCII whitespace by `str.isspace`, and any non-ASCII lead.
@@ -60,26 +76,30 @@ def is_blank(text: bytes) -> bool:
     return bool(text) and _BLANK_LEAD.match(text) is not None and text.decode("utf-8").isspace()
 
 
-class PackShard(beam.DoFn):
-    """Output shard index -> the shard file and a sidecar of its counts.
+class _SplitShardFn(beam.DoFn):
+    def __init__(self, input_uri: str, unit_bytes: int, settings: storage.StorageSettings | None):
+        self.input_uri, self.unit_bytes, self.settings = input_uri, unit_bytes, settings
 
-    Reads the shard's documents (`shard_sources`: its own input shards, text column only, as
-    UTF-8 bytes) and encodes them with SentencePiece, `encode_batch_docs` per call,
-    each whole, exactly as `SentencePieceProcessor.encode(text)` and the HF export would, so the
-    pack holds the document's own tokens (line breaks as byte pieces); then packs them, running
-    the segmenter only on the windows of text where an example's A/B split may fall. Yields
-    the sidecar dict.
+    def process(self, item):
+        shard, path = item
+        sizes = documents.text_sizes(storage.join(self.input_uri, path), self.settings)
+        yield from units_of(shard, path, sizes, self.unit_bytes)
+
+
+class PackUnit(beam.DoFn):
+    """Unit -> its rows, written as one block, and a BlockInfo with its counts.
+
+    Encodes the unit's documents with SentencePiece, `encode_batch_docs` per call, each whole,
+    exactly as `SentencePieceProcessor.encode(text)` and the HF export would, so the pack holds
+    the document's own tokens (line breaks as byte pieces); then packs them, running the
+    segmenter only on the windows of text where an example's A/B split may fall.
     """
 
-    def __init__(self, cfg: PackConfig, num_shards: int, uris: list[str], model_bytes: bytes, special_ids: dict,
-                 dtype: str, settings: storage.StorageSettings):
-        self.cfg, self.num_shards, self.uris, self.special_ids = cfg, num_shards, uris, special_ids
+    def __init__(self, cfg: PackConfig, input_uri: str, model_bytes: bytes, special_ids: dict, dtype: str,
+                 settings: storage.StorageSettings | None):
+        self.cfg, self.input_uri, self.special_ids = cfg, input_uri, special_ids
         self.model_bytes, self.dtype, self.settings = model_bytes, np.dtype(dtype), settings
-        self.counters = {n: Metrics.counter(NS, n) for n in (
-            "docs", "docs_empty", "tokens_encoded", "examples", "examples_single_segment", "examples_short",
-            "tokens_packed", "padding_tokens", "sentences_split", "examples_cross_document", "tokens_truncated",
-            "bytes_segmented")}
-        self.docs_read = Metrics.counter(NS, "docs_read")
+        self.counters = {n: Metrics.counter(NS, n) for n in COUNTERS}
 
     def setup(self):
         import sentencepiece as spm
@@ -100,53 +120,90 @@ class PackShard(beam.DoFn):
                          else np.zeros(0, self.dtype))
         return (np.concatenate(parts) if parts else np.zeros(0, self.dtype)), lengths
 
-    def read(self, shard: int) -> list[bytes]:
-        texts = []
-        for j, part, parts in shard_sources(shard, self.num_shards, len(self.uris)):
-            texts += documents.read_texts(self.uris[j], self.settings)[part::parts]
-        self.docs_read.inc(len(texts))
+    def process(self, unit: Unit):
+        texts = documents.read_texts(storage.join(self.input_uri, unit.path), self.settings, range(unit.lo, unit.hi))
+        docs_read = len(texts)
         # A blank document has no text to learn from; it is counted (docs_empty), not packed.
-        return [b"" if is_blank(t) else t for t in texts]
-
-    def process(self, shard: int):
-        texts = self.read(shard)
+        texts = [b"" if is_blank(t) else t for t in texts]
         tokens, lengths = self.encode(texts)
         empty = lengths.count(0)
         doc_ends = np.cumsum([n for n in lengths if n], dtype=np.int64)
         text, token_starts = stream_text(texts, lengths, tokens, self.surface)
         del texts
         sentences = WindowSegmenter(text, token_starts)
-        rng = shard_rng(self.cfg.seed, shard, self.num_shards)
+        rng = unit_rng(self.cfg.seed, f"{unit.path}:{unit.lo}")
         rows, st = pack(tokens, doc_ends, sentences, self.cfg, rng, self.special_ids, self.dtype)
         data = rows.astype(self.dtype.newbyteorder("<"), copy=False).tobytes()
-        path = f"{packformat.SHARDS_DIR}/{packformat.shard_name(shard, self.num_shards)}"
-        storage.write_bytes(storage.join(self.cfg.output, path), data, self.settings)
+        del rows
+        path, size = None, 0
+        if st.examples:
+            path = sharding.work_path(KIND, f"u-{unit.shard:05d}-{unit.lo:05d}.bin")
+            size = sharding.write_block(self.cfg.output, path, lambda f: f.write(data), self.settings)
         counts = {
-            "docs": len(lengths), "docs_empty": empty, "bytes_segmented": sentences.segmented_bytes,
-            "tokens_in": int(len(tokens)), "tokens_packed": st.tokens, "tokens_truncated": int(len(tokens)) - st.tokens,
+            "docs_read": docs_read, "docs": len(lengths), "docs_empty": empty,
+            "bytes_segmented": sentences.segmented_bytes, "tokens_in": int(len(tokens)),
+            "tokens_packed": st.tokens, "tokens_truncated": int(len(tokens)) - st.tokens,
             "examples": st.examples, "examples_single_segment": st.single_segment, "examples_short": st.short,
             "padding_tokens": st.padding, "sentences_split": st.sentences_split,
             "examples_cross_document": st.cross_document,
         }
-        info = {"shard": shard, "path": path, "examples": st.examples, "tokens": st.tokens,
-                "sha256": storage.sha256_bytes(data), "bytes": len(data), "counts": counts}
-        storage.write_text(sidecar_uri(self.cfg.output, shard), json.dumps(info, sort_keys=True), self.settings)
         for name, counter in self.counters.items():
             counter.inc(counts["tokens_in"] if name == "tokens_encoded" else counts[name])
-        yield info
+        yield sharding.BlockInfo(KIND, (unit.shard, unit.lo), path, size, st.examples, counts)
+
+
+def assemble_rows(dtype: str, not_tokens: tuple[int, ...], pieces, sink, output, settings) -> dict:
+    """Shard assembler: the blocks' rows end to end, counting the text tokens they hold."""
+    tokens = 0
+    for data in sharding.read_pieces(pieces, output, settings):  # chunks are whole ids (8 MiB)
+        ids = np.frombuffer(data, dtype)
+        tokens += len(ids) - int(np.isin(ids, not_tokens).sum())
+        sink.write(data)
+    return {"tokens": tokens}
+
+
+def layout(cfg: PackConfig, dtype: str, special_ids: dict) -> sharding.Layout:
+    dt = np.dtype(dtype).newbyteorder("<")
+    not_tokens = tuple(sorted({special_ids[k] for k in ("pad", "cls", "sep", "mask")}))
+    return sharding.Layout(KIND, packformat.SHARDS_DIR, ".bin", int(cfg.shard_mb * MB),
+                           cfg.max_seq_length * dt.itemsize, functools.partial(assemble_rows, dt.str, not_tokens))
+
+
+class _SummaryWriter:
+    """Writes what the driver needs for the manifest: every shard and the summed unit counts."""
+
+    def __init__(self, output: str, settings: storage.StorageSettings | None):
+        self.output, self.settings = output, settings
+
+    def __call__(self, items: list) -> None:
+        shards = sorted((s for s in items if isinstance(s, sharding.ShardInfo)), key=lambda s: s.index)
+        counts: dict = {}
+        for t in items:
+            if isinstance(t, sharding.Totals):
+                sharding.add_counts(counts, t.counts)
+        summary = {"counts": counts, "shards": [
+            {"path": s.path, "examples": s.records, "tokens": s.extra["tokens"], "sha256": s.sha256, "bytes": s.bytes}
+            for s in shards]}
+        storage.write_text(storage.join(self.output, SUMMARY), json.dumps(summary, sort_keys=True), self.settings)
 
 
 class PackDocuments(beam.PTransform):
-    """Output shard indices 0..num_shards-1 -> packed shards under cfg.output (yields per-shard info)."""
+    """(index, path) of every input document shard -> packed shards under cfg.output, and SUMMARY."""
 
-    def __init__(self, cfg: PackConfig, num_shards: int, uris: list[str], model_bytes: bytes, special_ids: dict,
-                 dtype: str, settings: storage.StorageSettings):
+    def __init__(self, cfg: PackConfig, input_uri: str, model_bytes: bytes, special_ids: dict, dtype: str,
+                 settings: storage.StorageSettings | None):
         super().__init__()
-        self.cfg, self.num_shards, self.uris, self.model_bytes = cfg, num_shards, uris, model_bytes
+        self.cfg, self.input_uri, self.model_bytes = cfg, input_uri, model_bytes
         self.special_ids, self.dtype, self.settings = special_ids, dtype, settings
 
-    def expand(self, shards):
-        # Each output shard reads its own inputs, so there is no shuffle; Create spreads the
-        # shard indices over the workers, and the encode parallelism is --num-shards.
-        return shards | "PackShards" >> beam.ParDo(PackShard(self.cfg, self.num_shards, self.uris, self.model_bytes,
-                                                              self.special_ids, self.dtype, self.settings))
+    def expand(self, input_shards):
+        cfg = self.cfg
+        blocks = (input_shards
+                  | "SpreadShards" >> beam.Reshuffle()
+                  | "SplitShards" >> beam.ParDo(_SplitShardFn(self.input_uri, int(cfg.unit_mb * MB), self.settings))
+                  | "SpreadUnits" >> beam.Reshuffle()
+                  | "PackUnits" >> beam.ParDo(PackUnit(cfg, self.input_uri, self.model_bytes, self.special_ids,
+                                                       self.dtype, self.settings)))
+        shards, totals = blocks | "WriteShards" >> sharding.WriteShards(
+            cfg.output, [layout(cfg, self.dtype, self.special_ids)], self.settings)
+        return (shards, totals) | "Summary" >> sharding.Finalize(_SummaryWriter(cfg.output, self.settings))
