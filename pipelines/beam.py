@@ -53,6 +53,10 @@ def storage_settings(options: PipelineOptions) -> StorageSettings:
 
 def run(pipeline) -> None:
     """Run a pipeline to the end, and close the dask Client the DaskRunner opens (it never does)."""
+    if pipeline.runner.__class__.__name__ == "DaskRunner":
+        from pipelines import daskrunner
+
+        daskrunner.install()  # bounded worker memory: see pipelines/daskrunner.py
     result = pipeline.run()
     try:
         result.wait_until_finish()

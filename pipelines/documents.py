@@ -44,7 +44,7 @@ SCHEMA = pa.schema([
     pa.field("lang_score", pa.float32()),
 ])
 ROW_GROUP_ROWS = 2048  # rows per group: readers split and range-read a shard by row group
-ROW_GROUP_BYTES = 64 << 20  # and at most this much text per group, so a group of long pages stays small
+ROW_GROUP_BYTES = 8 << 20  # and at most this much text per group: what a streaming reader holds, whatever the page lengths
 
 
 def shard_name(index: int, count: int, suffix: str = ".parquet") -> str:

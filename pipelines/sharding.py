@@ -221,16 +221,20 @@ class _PlanFn(beam.DoFn):
         for b in blocks:
             add_counts(totals, b.counts)
         yield Totals(kind, totals, len(blocks))
-        shards = plan(blocks, self.layouts[kind])
-        for i, pieces in enumerate(shards):
-            yield ShardPlan(kind, i, len(shards), pieces)
+        if kind in self.layouts:  # a kind without a layout only counts (the clean job's files read)
+            shards = plan(blocks, self.layouts[kind])
+            for i, pieces in enumerate(shards):
+                yield ShardPlan(kind, i, len(shards), pieces)
 
 
 class _WriteShardFn(beam.DoFn):
     def __init__(self, output: str, layouts: dict[str, Layout], settings: storage.StorageSettings | None):
         self.output, self.layouts, self.settings = output, layouts, settings
 
-    def process(self, p: ShardPlan):
+    def process(self, p):
+        if not isinstance(p, ShardPlan):
+            yield p  # Totals ride along to Finalize
+            return
         layout = self.layouts[p.kind]
         path = layout.shard_path(p.index, p.count)
         with storage.open_write(storage.join(self.output, path), self.settings) as raw:
@@ -239,14 +243,28 @@ class _WriteShardFn(beam.DoFn):
         yield ShardInfo(p.kind, p.index, path, sum(x.records for x in p.pieces), sink.n, sink.sha.hexdigest(), extra)
 
 
-class WriteShards(beam.PTransform):
-    """BlockInfo elements -> every shard written -> (ShardInfo elements, Totals elements).
+class Spread(beam.PTransform):
+    """Elements grouped by `key(element)` and let out again: a Reshuffle that also spreads them on
+    Beam's DaskRunner, where Reshuffle does nothing and a GroupByKey hashes keys over all the
+    partitions of its input (elements that came out of one group sit in one partition)."""
 
-    The plan is one group per kind of small block descriptions. Its shard plans are then
-    grouped once more with the block keys, keyed by each plan's first block: a no-op on runners
-    that spread a group's output by key anyway, and what spreads the shard writes over the
-    workers on the DaskRunner, whose groups keep the partitioning of their input (the plans
-    alone come out of one group, hence one partition).
+    def __init__(self, key: Callable):
+        super().__init__()
+        self.key = key
+
+    def expand(self, pcoll):
+        key = self.key
+        return (pcoll
+                | "Key" >> beam.Map(lambda x: (key(x), x))
+                | "Group" >> beam.GroupByKey()
+                | "Ungroup" >> beam.FlatMap(lambda kv: kv[1]))
+
+
+class WriteShards(beam.PTransform):
+    """BlockInfo elements -> every shard written -> ShardInfo elements, and one Totals per kind.
+
+    The plan is one group per kind of small block descriptions (never data); its shard plans
+    are spread over the workers and each written by one call, streaming its blocks in order.
     """
 
     def __init__(self, output: str, layouts: list[Layout], settings: storage.StorageSettings | None = None):
@@ -255,24 +273,17 @@ class WriteShards(beam.PTransform):
         self.layouts = {lay.kind: lay for lay in layouts}
 
     def expand(self, blocks):
-        planned = (blocks
-                   | "ByKind" >> beam.Map(lambda b: (b.kind, b))
-                   | "GroupByKind" >> beam.GroupByKey()
-                   | "Plan" >> beam.ParDo(_PlanFn(self.layouts)))
-        totals = planned | "Totals" >> beam.Filter(lambda x: isinstance(x, Totals))
-        plans = planned | "ShardPlans" >> beam.Filter(lambda x: isinstance(x, ShardPlan))
-        spread = ((plans | "ByFirstBlock" >> beam.Map(lambda p: (p.pieces[0].path, p)),
-                   blocks | "BlockKeys" >> beam.Map(lambda b: (b.path, None)))
-                  | "WithBlocks" >> beam.Flatten()
-                  | "SpreadLikeBlocks" >> beam.GroupByKey()
-                  | "PlansOnly" >> beam.FlatMap(lambda kv: [v for v in kv[1] if v is not None]))
-        shards = spread | "WriteShard" >> beam.ParDo(_WriteShardFn(self.output, self.layouts, self.settings))
-        return shards, totals
+        return (blocks
+                | "ByKind" >> beam.Map(lambda b: (b.kind, b))
+                | "GroupByKind" >> beam.GroupByKey()
+                | "Plan" >> beam.ParDo(_PlanFn(self.layouts))
+                | "SpreadPlans" >> Spread(lambda x: (x.kind, getattr(x, "index", -1)))
+                | "WriteShard" >> beam.ParDo(_WriteShardFn(self.output, self.layouts, self.settings)))
 
 
 class Finalize(beam.PTransform):
-    """PCollections of small records (ShardInfo, Totals, counts) -> `finalize(list of all of
-    them)`, run once. It runs only after every shard exists, because it consumes every shard's
+    """A PCollection (or a tuple of them) of small records (ShardInfo, Totals) -> `finalize(list of
+    all of them)`, run once. It runs only after every shard exists, because it consumes every shard's
     description. (A GroupByKey on one key rather than CombineGlobally or a side input: the
     DaskRunner has no side inputs.) The group is small: one element per shard, per input file
     and per output kind, never one per record."""
@@ -283,8 +294,9 @@ class Finalize(beam.PTransform):
 
     def expand(self, items):
         finalize = self.finalize
+        if isinstance(items, tuple):
+            items = items | "Everything" >> beam.Flatten()
         return (items
-                | "Everything" >> beam.Flatten()
                 | "OneKey" >> beam.Map(lambda x: (0, x))
                 | "AsOneGroup" >> beam.GroupByKey()
                 | "Finalize" >> beam.Map(lambda kv: finalize(list(kv[1]))))

@@ -112,15 +112,9 @@ def build_pipeline(p: beam.Pipeline, cfg: CleanConfig, files: list[tuple[str, st
     items = (p | "Read" >> T.ReadInputs(files, cfg.reader, settings)
                | "Clean" >> T.CleanDocuments(cfg))
     docs = items | "Documents" >> T.Select(Tag.DOC)
-    flags = []
-    if cfg.dedup.exact:
-        flags.append(docs | "ExactDedup" >> T.ExactDuplicateFlags())
-    if cfg.dedup.near:
-        flags.append(docs | "NearDedup" >> T.NearDuplicateFlags(cfg.dedup))
-    to_block = (items, tuple(flags) | "AllFlags" >> beam.Flatten()) if flags else items
+    dedup = cfg.dedup.exact or cfg.dedup.near
+    to_block = (items, docs | "Dedup" >> T.DuplicateFlags(cfg.dedup)) if dedup else items
     blocks = to_block | "WriteBlocks" >> T.WriteBlocks(cfg.output, cfg.out.blocks(input_bytes), settings)
-    shards, totals = blocks | "WriteShards" >> sharding.WriteShards(cfg.output, sinks.layouts(cfg.out.shard_mb),
-                                                                     settings)
-    counts = items | "ReadCounts" >> T.Select(Tag.COUNT)
+    written = blocks | "WriteShards" >> sharding.WriteShards(cfg.output, sinks.layouts(cfg.out.shard_mb), settings)
     writer = ManifestWriter(cfg.output, cfg.rules(), refs, manifest.code_version(), settings)
-    _ = (shards, totals, counts) | "Finalize" >> sharding.Finalize(writer)
+    _ = written | "Finalize" >> sharding.Finalize(writer)

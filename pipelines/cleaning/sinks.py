@@ -9,10 +9,10 @@ import pyarrow.parquet as pq
 
 from common import manifest, storage
 from pipelines import documents, sharding
-from pipelines.cleaning.records import Count
 
 FORMAT = "electra-documents-v1"
 DOCUMENTS, REJECTS = documents.DOCUMENTS_DIR, documents.REJECTS_DIR  # the two outputs, and their directories
+READ = "read"  # a kind with no output: the records each input file held, summed (records_read)
 MB = 1 << 20
 
 
@@ -65,8 +65,8 @@ def _shard_entry(s: sharding.ShardInfo) -> dict:
 
 
 class ManifestWriter:
-    """Picklable callable run once, on one worker, with every ShardInfo, the block Totals and the
-    per-file Counts. Removes the blocks, then writes stats.json and, last, manifest.json."""
+    """Picklable callable run once, on one worker, with every ShardInfo and the Totals of each kind
+    (documents, rejects, files read). Removes the blocks, then writes stats.json and, last, manifest.json."""
 
     def __init__(self, output: str, rules: dict, inputs: list[dict], code_version: str,
                  settings: storage.StorageSettings | None = None, extra: dict | None = None):
@@ -75,7 +75,7 @@ class ManifestWriter:
 
     def __call__(self, items: list) -> dict:
         shards = sorted((s for s in items if isinstance(s, sharding.ShardInfo)), key=lambda s: s.path)
-        counts = {"records_read": sum(c.n for c in items if isinstance(c, Count) and c.name == "records_read")}
+        counts: dict = {}
         for t in items:
             if isinstance(t, sharding.Totals):
                 sharding.add_counts(counts, t.counts)

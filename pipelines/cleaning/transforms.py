@@ -155,44 +155,44 @@ class CleanDocuments(beam.PTransform):
 # themselves move once, to their block, where flagged ones are dropped (WriteBlocks).
 
 
-def _flag_all_but_smallest(kv, reason: str):
-    _, uids = kv
+_EXACT_KEY, _NEAR_KEY = "exact:", "near:"  # one key space for both kinds of candidate groups
+
+
+def _flag_all_but_smallest(kv):
+    key, uids = kv
+    reason = EXACT_DUPLICATE if key.startswith(_EXACT_KEY) else NEAR_DUPLICATE
     uids = sorted(set(uids))
     for u in uids[1:]:
         yield R.Flag(u, reason)
 
 
-class ExactDuplicateFlags(beam.PTransform):
-    """Documents -> Flag(uid, "exact_duplicate") for every document whose normalised text (case
-    and spacing ignored) equals that of a document with a smaller id."""
-
-    def expand(self, docs):
-        return (docs
-                | "KeyByText" >> beam.Map(lambda d: (xxhash.xxh3_128_hexdigest(dedup_key(d.text).encode()), d.uid))
-                | "GroupByText" >> beam.GroupByKey()
-                | "FlagAllButSmallest" >> beam.FlatMap(_flag_all_but_smallest, EXACT_DUPLICATE))
-
-
-class _BandKeysFn(beam.DoFn):
+class _DedupKeysFn(beam.DoFn):
     def __init__(self, cfg: DedupConfig):
         self.cfg = cfg
 
     def setup(self):
-        self.hasher = MinHasher(self.cfg)  # permutation constants, once per worker
+        self.hasher = MinHasher(self.cfg) if self.cfg.near else None  # permutation constants, once per worker
 
     def process(self, doc):
         u = doc.uid
-        for key in self.hasher.band_keys(doc.text):
-            yield key, u
+        if self.cfg.exact:
+            yield _EXACT_KEY + xxhash.xxh3_128_hexdigest(dedup_key(doc.text).encode()), u
+        if self.hasher is not None:
+            for key in self.hasher.band_keys(doc.text):
+                yield _NEAR_KEY + key, u
 
 
-class NearDuplicateFlags(beam.PTransform):
-    """Documents -> Flag(uid, "near_duplicate"), by MinHash LSH. Documents sharing a band bucket
-    are candidates; in each bucket every document but the smallest id is flagged (once per
-    shared bucket; the block writer reads flags as a set). So no two kept documents share a
-    bucket, and the smallest id of every connected cluster is kept. Exact duplicates share all
-    their buckets with their smallest twin, so running this on the same documents as
-    ExactDuplicateFlags gives what running it after exact dedup would."""
+class DuplicateFlags(beam.PTransform):
+    """Documents -> Flag(uid, reason) records, through one GroupByKey of (key, uid) pairs.
+
+    exact: documents whose normalised text (case and spacing ignored) is the same share a key;
+    near: MinHash LSH, one key per band, so documents sharing a band bucket are candidates. In
+    every group all but the smallest uid are flagged (a document in several groups gets several
+    flags; the block writer reads them as a set, exact first). So no two kept documents share a
+    bucket, and the smallest id of every connected cluster is kept, on any runner and in any
+    order. Exact duplicates share all their buckets with their smallest twin, so both kinds on
+    the same documents give what near dedup after exact dedup would.
+    """
 
     def __init__(self, cfg: DedupConfig):
         super().__init__()
@@ -200,9 +200,9 @@ class NearDuplicateFlags(beam.PTransform):
 
     def expand(self, docs):
         return (docs
-                | "BandKeys" >> beam.ParDo(_BandKeysFn(self.cfg))
-                | "GroupByBand" >> beam.GroupByKey()
-                | "FlagAllButSmallest" >> beam.FlatMap(_flag_all_but_smallest, NEAR_DUPLICATE))
+                | "DedupKeys" >> beam.ParDo(_DedupKeysFn(self.cfg))
+                | "GroupByKey" >> beam.GroupByKey()
+                | "FlagAllButSmallest" >> beam.FlatMap(_flag_all_but_smallest))
 
 
 # ----------------------------------------------------------------------------- sinks
@@ -219,7 +219,7 @@ def _block_key(rec, blocks: int):
         return [((sinks.DOCUMENTS, sharding.block_of(rec.hash, blocks)), rec)]
     if rec.tag is Tag.REJECT:
         return [((sinks.REJECTS, sharding.block_of(R.key_hash(rec.key), blocks)), rec)]
-    return []  # counts go straight to Finalize
+    return [((sinks.READ, 0), rec)]  # the files' Counts: summed in one small group
 
 
 class _WriteBlockFn(beam.DoFn):
@@ -228,6 +228,9 @@ class _WriteBlockFn(beam.DoFn):
 
     def process(self, kv):
         (kind, block), values = kv
+        if kind == sinks.READ:
+            yield sharding.BlockInfo(kind, (block,), None, 0, 0, {"records_read": sum(c.n for c in values)})
+            return
         if kind == sinks.REJECTS:
             rejects = sorted(values, key=lambda r: r.key)
             counts: dict = {}
@@ -270,7 +273,7 @@ class _WriteBlockFn(beam.DoFn):
 
 
 class WriteBlocks(beam.PTransform):
-    """Documents, Drops and Rejects (and dedup Flags) -> one BlockInfo per block that got any.
+    """Documents, Drops, Rejects and Counts (and dedup Flags) -> one BlockInfo per block that got any.
 
     A document's block is a contiguous range of a 64-bit hash of its uid (`blocks` of them, sized
     from the input by `output.block_input_mb`), so one block's documents are a bounded group,

@@ -204,6 +204,6 @@ class PackDocuments(beam.PTransform):
                   | "SpreadUnits" >> beam.Reshuffle()
                   | "PackUnits" >> beam.ParDo(PackUnit(cfg, self.input_uri, self.model_bytes, self.special_ids,
                                                        self.dtype, self.settings)))
-        shards, totals = blocks | "WriteShards" >> sharding.WriteShards(
+        written = blocks | "WriteShards" >> sharding.WriteShards(
             cfg.output, [layout(cfg, self.dtype, self.special_ids)], self.settings)
-        return (shards, totals) | "Summary" >> sharding.Finalize(_SummaryWriter(cfg.output, self.settings))
+        return written | "Summary" >> sharding.Finalize(_SummaryWriter(cfg.output, self.settings))
