@@ -20,7 +20,6 @@ most 1.2x of 1x; shard counts growing with the input.
 from __future__ import annotations
 
 import argparse
-import gzip
 import json
 import os
 import random
@@ -170,6 +169,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--pack-shard-mb", type=float, default=1.0, help="pack shard target")
     ap.add_argument("--unit-mb", type=float, default=8.0, help="text MB per pack work unit")
     ap.add_argument("--seq-len", type=int, default=512)
+    ap.add_argument("--vocab-size", type=int, default=8000, help="tokenizer trained on the 1x documents")
     ap.add_argument("--corpus", help="keep the corpus here (built once, reused)")
     ap.add_argument("--json", help="also write the results here")
     a = ap.parse_args(argv)
@@ -198,7 +198,7 @@ def main(argv: list[str] | None = None) -> dict:
 
             clean.run(CleanConfig(inputs=tuple(files), output=os.path.join(tmp.name, "tok-docs")),
                       ["--direct_running_mode=in_memory", "--direct_num_workers=1"])
-            train(TokenizerConfig(input=os.path.join(tmp.name, "tok-docs"), output=tok, vocab_size=8000,
+            train(TokenizerConfig(input=os.path.join(tmp.name, "tok-docs"), output=tok, vocab_size=a.vocab_size,
                                   sample_docs=2000))
         r = run_scale(scale, files, tmp.name, tok, a)
         r["input_mb"] = round(html_mb, 1)

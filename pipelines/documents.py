@@ -44,7 +44,7 @@ SCHEMA = pa.schema([
     pa.field("lang_score", pa.float32()),
 ])
 ROW_GROUP_ROWS = 2048  # rows per group: readers split and range-read a shard by row group
-ROW_GROUP_BYTES = 8 << 20  # and at most this much text per group: what a streaming reader holds, whatever the page lengths
+ROW_GROUP_BYTES = 4 << 20  # and at most this much text per group: what a streaming reader holds, whatever the page lengths
 
 
 def shard_name(index: int, count: int, suffix: str = ".parquet") -> str:
@@ -138,27 +138,33 @@ def iter_documents(output: str, columns: list[str] | None = None,
         yield from iter_shard(uri, columns, settings)
 
 
-def text_sizes(uri: str, settings: storage.StorageSettings | None = None) -> list[int]:
-    """Bytes of the `text` column in each row group, from the footer alone (what a reader will hold)."""
+def row_groups(uri: str, settings: storage.StorageSettings | None = None) -> list[tuple[int, int]]:
+    """(bytes of the `text` column, rows) of each row group, from the footer alone."""
     with storage.open_seekable(uri, settings) as f:
         md = pq.ParquetFile(f).metadata
     col = [md.schema.column(i).name for i in range(md.num_columns)].index("text")
-    return [md.row_group(i).column(col).total_uncompressed_size for i in range(md.num_row_groups)]
+    return [(md.row_group(i).column(col).total_uncompressed_size, md.row_group(i).num_rows)
+            for i in range(md.num_row_groups)]
 
 
 def read_texts(uri: str, settings: storage.StorageSettings | None = None,
-               row_groups: Iterable[int] | None = None) -> list[bytes]:
-    """The `text` column of one shard (or of some of its row groups) as UTF-8 bytes, in row order.
+               row_groups: Iterable[int] | None = None, rows: tuple[int, int] | None = None) -> list[bytes]:
+    """The `text` column of one shard (or of some of its row groups; with `rows`, of rows
+    [lo, hi) of the single row group given) as UTF-8 bytes, in row order.
 
     Arrow's string column already is UTF-8, so the values are sliced straight out of its data
-    buffer: no decode to `str` and re-encode for readers (SentencePiece, Bling Fire) that take bytes.
+    buffer: no decode to `str` and re-encode for readers (SentencePiece, Bling Fire) that take
+    bytes, and only the wanted rows' bytes are copied.
     """
     with storage.open_seekable(uri, settings) as f:
         pf = pq.ParquetFile(f)
         groups = range(pf.num_row_groups) if row_groups is None else list(row_groups)
         out: list[bytes] = []
         for rg in groups:
-            out += _utf8_values(pf.read_row_group(rg, columns=["text"]).column("text").combine_chunks())
+            col = pf.read_row_group(rg, columns=["text"]).column("text").combine_chunks()
+            if rows is not None:
+                col = col.slice(rows[0], rows[1] - rows[0])
+            out += _utf8_values(col)
     return out
 
 
@@ -167,7 +173,9 @@ def _utf8_values(col) -> list[bytes]:
         col = col.fill_null("")
     offsets_buf, data_buf = col.buffers()[1:3]
     width = 8 if pa.types.is_large_string(col.type) else 4
-    offsets = memoryview(offsets_buf).cast("q" if width == 8 else "i")[col.offset:col.offset + len(col) + 1]
-    raw = data_buf.to_pybytes() if data_buf is not None else b""
-    bounds = offsets.tolist()
-    return [raw[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
+    bounds = memoryview(offsets_buf).cast("q" if width == 8 else "i")[col.offset:col.offset + len(col) + 1].tolist()
+    if not bounds or data_buf is None:
+        return [b""] * len(col)
+    raw = data_buf[bounds[0]:bounds[-1]].to_pybytes()  # only these rows' bytes
+    base = bounds[0]
+    return [raw[a - base:b - base] for a, b in zip(bounds[:-1], bounds[1:])]

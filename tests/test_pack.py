@@ -149,11 +149,19 @@ def test_long_document_and_long_sentence_are_split_not_dropped(corpus, tmp_path)
     assert rows.shape[0] > len(want) // 128
 
 
-@pytest.mark.parametrize("sizes,unit", [([5], 1), ([5, 5, 5], 10), ([5, 5, 5], 15), ([1, 30, 1, 1], 8), ([], 8)])
-def test_units_take_every_row_group_once(sizes, unit):
-    units = units_of(3, "documents/x.parquet", sizes, unit)
-    assert [g for u in units for g in range(u.lo, u.hi)] == list(range(len(sizes)))
-    assert all(u.hi > u.lo and (u.hi - u.lo == 1 or sum(sizes[u.lo:u.hi]) <= unit) for u in units)
+@pytest.mark.parametrize("sizes,unit", [([5], 1), ([5, 5, 5], 10), ([5, 5, 5], 15), ([1, 30, 1, 1], 8), ([], 8),
+                                        ([2, 9, 2], 4)])
+def test_units_take_every_row_once(sizes, unit):
+    groups = [(n, 10 * n) for n in sizes]  # 10 rows per byte of text
+    units = units_of(3, "documents/x.parquet", groups, unit)
+    taken = [(g, r) for u in units for g in range(u.lo, u.hi)
+             for r in (range(*u.rows) if u.rows else range(groups[g][1]))]
+    assert taken == [(g, r) for g, (_, rows) in enumerate(groups) for r in range(rows)]
+    for u in units:  # a unit is whole row groups that fit, or a run of rows of one that does not
+        assert u.hi > u.lo and (sum(n for n, _ in groups[u.lo:u.hi]) <= unit or u.rows or u.hi - u.lo == 1)
+        if u.rows:
+            assert u.hi == u.lo + 1 and groups[u.lo][0] > unit
+            assert (u.rows[1] - u.rows[0]) * groups[u.lo][0] / groups[u.lo][1] <= unit + 1
 
 
 def test_shards_follow_the_size_target_with_exact_example_counts(corpus, tmp_path):

@@ -19,10 +19,11 @@ class PackConfig:
     # 33B tokens (66 GB of uint16 rows) make ~130 shards. The trainer reads any shard size by
     # range requests; 512 MB keeps object counts and listings small (docs/tokenizer_and_packing.md).
     shard_mb: float = 512
-    # Text MB one work unit packs (a run of row groups of one input shard): a worker holds about
-    # 6x this (text, its tokens, the segmenter's copy, token offsets, rows), so this bounds its
-    # memory; units, not shards, are the parallelism.
-    unit_mb: float = 32
+    # Text MB one work unit packs (a run of row groups of one input shard, or part of one): the
+    # unit's text, token ids, byte offsets per token, the segmenter's windows and the rows peak at
+    # ~25x this (measured: +200 MB at 8 MB of prose), so this bounds a pack worker's memory.
+    # Units, not shards, are the parallelism; 8 MB is ~2M tokens, seconds of work each.
+    unit_mb: float = 8
     single_segment_prob: float = 0.1  # official: 10% of examples hold one segment ([CLS] A [SEP])
     short_seq_prob: float = 0.05  # official: 5% of examples get a random shorter target length
     # Short targets are drawn from U(max(5, frac * max_seq_length), max_seq_length). Official is

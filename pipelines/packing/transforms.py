@@ -1,7 +1,8 @@
 """The Beam stages of the pack job: work units that follow the data, blocks of rows, shards cut by size.
 
     input shard j       -> SplitShard: from the Parquet footer alone, its row groups in runs of
-                           at most `unit_mb` of text: the work units (j, row groups [lo, hi))
+                           at most `unit_mb` of text (a larger row group cut into runs of rows):
+                           the work units
     unit                -> PackUnit: read those row groups' text column (UTF-8 bytes); SentencePiece
                            batch encode (model loaded in setup); pack, with Bling Fire run only on
                            windows around each example's middle and end; write the rows as one
@@ -11,7 +12,7 @@
     shards + totals     -> one summary file, which the driver turns into the manifest
 
 A unit's documents and their order are a function of the input layout (its shards and their row
-groups) and `unit_mb`; its random draws are seeded by (seed, input shard, first row group). So
+groups) and `unit_mb`; its random draws are seeded by (seed, its place in the input). So
 every output byte is a function of (documents, tokenizer, config) whatever the runner's bundling,
 ordering or worker count. No text crosses a shuffle, only unit and block descriptions. Concatenated
 in shard order, the rows hold every document's tokens in the input's order.
@@ -45,24 +46,41 @@ COUNTERS = ("docs_read", "docs", "docs_empty", "tokens_encoded", "examples", "ex
 
 @dataclasses.dataclass(frozen=True)
 class Unit:
-    """Row groups [lo, hi) of input shard `shard` (`path` relative to the documents output)."""
+    """Row groups [lo, hi) of input shard `shard` (`path` relative to the documents output);
+    with `rows`, only rows [rows[0], rows[1]) of row group `lo` (then hi == lo + 1)."""
 
     shard: int
     path: str
     lo: int
     hi: int
+    rows: tuple[int, int] | None = None
+
+    @property
+    def key(self) -> str:
+        """Its place in the input: seeds its random draws and names its block."""
+        return f"{self.path}:{self.lo}" + (f":{self.rows[0]}" if self.rows else "")
 
 
-def units_of(shard: int, path: str, text_sizes: list[int], unit_bytes: int) -> list[Unit]:
-    """Consecutive row groups, as many as fit in `unit_bytes` of text (at least one each)."""
+def units_of(shard: int, path: str, groups: list[tuple[int, int]], unit_bytes: int) -> list[Unit]:
+    """Consecutive row groups, as many as fit in `unit_bytes` of text; a row group with more text
+    than that is cut into equal runs of rows, as many as its size needs. Only the footer decides:
+    the same input layout and unit size give the same units."""
     out, lo, size = [], 0, 0
-    for i, n in enumerate(text_sizes):
+    for i, (n, rows) in enumerate(groups):
         if i > lo and size + n > unit_bytes:
             out.append(Unit(shard, path, lo, i))
             lo, size = i, 0
+        if n > unit_bytes and rows > 1:  # alone: cut it
+            if i > lo:
+                out.append(Unit(shard, path, lo, i))
+            parts = min(rows, -(-n // unit_bytes))
+            bounds = [rows * k // parts for k in range(parts + 1)]
+            out += [Unit(shard, path, i, i + 1, (a, b)) for a, b in zip(bounds[:-1], bounds[1:])]
+            lo, size = i + 1, 0
+            continue
         size += n
-    if lo < len(text_sizes):
-        out.append(Unit(shard, path, lo, len(text_sizes)))
+    if lo < len(groups):
+        out.append(Unit(shard, path, lo, len(groups)))
     return out
 
 
@@ -82,8 +100,8 @@ class _SplitShardFn(beam.DoFn):
 
     def process(self, item):
         shard, path = item
-        sizes = documents.text_sizes(storage.join(self.input_uri, path), self.settings)
-        yield from units_of(shard, path, sizes, self.unit_bytes)
+        yield from units_of(shard, path, documents.row_groups(storage.join(self.input_uri, path), self.settings),
+                            self.unit_bytes)
 
 
 class PackUnit(beam.DoFn):
@@ -121,7 +139,8 @@ class PackUnit(beam.DoFn):
         return (np.concatenate(parts) if parts else np.zeros(0, self.dtype)), lengths
 
     def process(self, unit: Unit):
-        texts = documents.read_texts(storage.join(self.input_uri, unit.path), self.settings, range(unit.lo, unit.hi))
+        texts = documents.read_texts(storage.join(self.input_uri, unit.path), self.settings, range(unit.lo, unit.hi),
+                                     unit.rows)
         docs_read = len(texts)
         # A blank document has no text to learn from; it is counted (docs_empty), not packed.
         texts = [b"" if is_blank(t) else t for t in texts]
@@ -131,13 +150,13 @@ class PackUnit(beam.DoFn):
         text, token_starts = stream_text(texts, lengths, tokens, self.surface)
         del texts
         sentences = WindowSegmenter(text, token_starts)
-        rng = unit_rng(self.cfg.seed, f"{unit.path}:{unit.lo}")
+        rng = unit_rng(self.cfg.seed, unit.key)
         rows, st = pack(tokens, doc_ends, sentences, self.cfg, rng, self.special_ids, self.dtype)
         data = rows.astype(self.dtype.newbyteorder("<"), copy=False).tobytes()
         del rows
         path, size = None, 0
         if st.examples:
-            path = sharding.work_path(KIND, f"u-{unit.shard:05d}-{unit.lo:05d}.bin")
+            path = sharding.work_path(KIND, f"u-{unit.shard:05d}-{unit.lo:05d}-{unit.rows[0] if unit.rows else 0:06d}.bin")
             size = sharding.write_block(self.cfg.output, path, lambda f: f.write(data), self.settings)
         counts = {
             "docs_read": docs_read, "docs": len(lengths), "docs_empty": empty,
@@ -149,7 +168,8 @@ class PackUnit(beam.DoFn):
         }
         for name, counter in self.counters.items():
             counter.inc(counts["tokens_in"] if name == "tokens_encoded" else counts[name])
-        yield sharding.BlockInfo(KIND, (unit.shard, unit.lo), path, size, st.examples, counts)
+        yield sharding.BlockInfo(KIND, (unit.shard, unit.lo, unit.rows[0] if unit.rows else 0), path, size,
+                                 st.examples, counts)
 
 
 def assemble_rows(dtype: str, not_tokens: tuple[int, ...], pieces, sink, output, settings) -> dict:
@@ -157,7 +177,8 @@ def assemble_rows(dtype: str, not_tokens: tuple[int, ...], pieces, sink, output,
     tokens = 0
     for data in sharding.read_pieces(pieces, output, settings):  # chunks are whole ids (8 MiB)
         ids = np.frombuffer(data, dtype)
-        tokens += len(ids) - int(np.isin(ids, not_tokens).sum())
+        # One comparison per special id: np.isin would sort the chunk (~16 bytes per id of scratch).
+        tokens += len(ids) - sum(int(np.count_nonzero(ids == t)) for t in not_tokens)
         sink.write(data)
     return {"tokens": tokens}
 
