@@ -431,11 +431,12 @@ def _match_parts(pattern: list[str], key: list[str]) -> bool:
 # Multipart part size. S3 wants >= 5 MiB per part except the last and at most 10,000 parts, so
 # 16 MiB parts allow objects up to 156 GiB (far above any shard) while a writer holds one part.
 PART_BYTES = 16 << 20
+MIN_PART_BYTES = 5 << 20  # S3's own minimum (SeaweedFS refuses to complete smaller parts too)
 
 
 def write_bytes(uri: str, data: bytes, settings: StorageSettings | None = None) -> None:
     """Write a whole object, atomically: S3 PUT (multipart above PART_BYTES); locally a temp file renamed."""
-    if is_s3(uri) and len(data) <= PART_BYTES:
+    if is_s3(uri) and len(data) <= PART_BYTES:  # one PUT (atomic) unless S3's 5 GB PUT limit could bite
         bucket, key = split_s3(uri)
         with _s3_errors(uri):
             client(settings).put_object(Bucket=bucket, Key=key, Body=data)
@@ -445,7 +446,7 @@ def write_bytes(uri: str, data: bytes, settings: StorageSettings | None = None) 
 
 
 @contextlib.contextmanager
-def open_write(uri: str, settings: StorageSettings | None = None, part_bytes: int = PART_BYTES) -> Iterator[IO[bytes]]:
+def open_write(uri: str, settings: StorageSettings | None = None, part_bytes: int | None = None) -> Iterator[IO[bytes]]:
     """A binary stream whose object becomes visible, whole, only when the block exits normally.
 
     S3: a multipart upload, one part held in memory at a time (a single PUT when the data is
@@ -455,7 +456,7 @@ def open_write(uri: str, settings: StorageSettings | None = None, part_bytes: in
     """
     if is_s3(uri):
         bucket, key = split_s3(uri)
-        writer = _MultipartWriter(client(settings), bucket, key, uri, part_bytes)
+        writer = _MultipartWriter(client(settings), bucket, key, uri, part_bytes or PART_BYTES)
         try:
             yield writer
             writer.finish()
@@ -483,8 +484,8 @@ class _MultipartWriter(io.RawIOBase):
     """Buffers writes into parts of exactly `part_bytes` (the last may be shorter) and uploads each."""
 
     def __init__(self, s3, bucket: str, key: str, uri: str, part_bytes: int):
-        if part_bytes < 5 << 20:
-            raise ValueError("S3 multipart parts must be >= 5 MiB")
+        if part_bytes < MIN_PART_BYTES:
+            raise ValueError(f"S3 multipart parts must be >= {MIN_PART_BYTES} bytes")
         self.s3, self.bucket, self.key, self.uri, self.part_bytes = s3, bucket, key, uri, part_bytes
         self.buf = bytearray()
         self.upload_id: str | None = None

@@ -3,11 +3,13 @@
     python -m pipelines.clean --input 'data/*.warc.gz' --input s3://raw/cc/*.wet.gz \
         --output s3://corpus/clean [--config clean.yaml] [--format auto] [--set dedup.bands=20] \
         [--runner FlinkRunner --flink_master=host:8081 ...]
+    python -m pipelines.clean --input-list wet.paths.gz [--input-prefix s3://commoncrawl/] --output ...
 
 Reads WARC / WET / JSONL(.gz/.zst) / Parquet / text, extracts main text from HTML
 (resiliparse), normalises, applies language id, the Gopher and C4 rules, exact and
-MinHash-LSH dedup, and writes `documents/`, `rejects/`, `stats.json` and, last,
-`manifest.json` (layout: pipelines/documents.py; rules and defaults: docs/clean.md).
+MinHash-LSH dedup, and writes `documents/`, `rejects/` (shards of about `output.shard_mb`, as
+many as the data needs), `stats.json` and, last, `manifest.json` (layout: pipelines/documents.py;
+rules, defaults and sizing: docs/clean.md).
 Any flag this parser does not know is a Beam pipeline option.
 """
 
@@ -23,10 +25,8 @@ import apache_beam as beam
 from common import manifest, storage
 from common.cli import add_overrides, run_job
 from pipelines import beam as beam_opts
-from pipelines.cleaning import readers
 from pipelines.cleaning.config import FORMATS, CleanConfig, build
-from pipelines.cleaning.job import (InputError, build_pipeline, check_bucket, clear_output, input_refs, input_sizes,
-                                    read_input_list, resolve_inputs)
+from pipelines.cleaning.job import InputError, build_pipeline, check_bucket, clear_output, gather_inputs
 
 log = logging.getLogger("pipelines.clean")
 
@@ -40,23 +40,14 @@ def run(cfg: CleanConfig, beam_args: list[str] | None = None) -> dict:
         raise InputError("no --input or --input-list given: pass at least one file, directory, glob or paths file")
     options = beam_opts.pipeline_options(beam_args, job_name="clean")
     settings = beam_opts.storage_settings(options)
-    globbed = resolve_inputs(cfg.inputs, settings)
-    list_refs, listed = [], set()
-    for uri in cfg.input_lists:
-        named, ref = read_input_list(uri, cfg.input_prefix, settings)
-        list_refs.append(ref)
-        listed.update(storage.normalize(f) for f in named)
-    paths = sorted(set(globbed) | listed)
+    inputs = gather_inputs(cfg, settings)
     check_bucket(cfg.output, dataclasses.replace(settings, max_attempts=1), "--output")
     output = storage.normalize(cfg.output)
     cfg = dataclasses.replace(cfg, output=output)
-    files = [(f, cfg.format if cfg.format != "auto" else readers.detect_format(f, settings)) for f in paths]
-    sizes = input_sizes(paths, settings)
-    refs = input_refs(files, sizes, listed - set(globbed)) + list_refs
-    log.info("clean: %d input files, %.1f MB -> %s", len(files), sum(sizes.values()) / 2**20, output)
+    log.info("clean: %d input files, %.1f MB -> %s", len(inputs.files), inputs.bytes / 2**20, output)
     clear_output(output, settings)
     p = beam.Pipeline(options=options)
-    build_pipeline(p, cfg, files, refs, settings, input_bytes=sum(sizes.values()))
+    build_pipeline(p, cfg, inputs, settings)
     beam_opts.run(p)
     return manifest.read(output, kind="documents", settings=settings)
 

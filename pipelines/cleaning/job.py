@@ -21,6 +21,27 @@ class InputError(ValueError):
     """An input or output the user must fix before any work starts."""
 
 
+@dataclasses.dataclass(frozen=True)
+class Inputs:
+    files: list[tuple[str, str]]  # (uri, format) of every input file, sorted
+    refs: list[dict]  # how the manifest names them (a paths file names its files as one entry)
+    bytes: int  # their stored size in all: how many blocks the documents are grouped into
+
+
+def gather_inputs(cfg: CleanConfig, settings: storage.StorageSettings) -> Inputs:
+    """Every --input (file, directory, glob) and every file an --input-list names, checked to exist."""
+    globbed = resolve_inputs(cfg.inputs, settings)
+    list_refs, listed = [], set()
+    for uri in cfg.input_lists:
+        named, ref = read_input_list(uri, cfg.input_prefix, settings)
+        list_refs.append(ref)
+        listed.update(storage.normalize(f) for f in named)
+    paths = sorted(set(globbed) | listed)
+    sizes = input_sizes(paths, settings)  # first: a missing listed file is a clear error, not a format guess
+    files = [(f, cfg.format if cfg.format != "auto" else readers.detect_format(f, settings)) for f in paths]
+    return Inputs(files, input_refs(files, sizes, listed - set(globbed)) + list_refs, sum(sizes.values()))
+
+
 def resolve_inputs(patterns: tuple[str, ...], settings: storage.StorageSettings) -> list[str]:
     """Expand every --input (glob, file, local directory); fail on the first that names nothing."""
     quick = dataclasses.replace(settings, max_attempts=1)  # a wrong endpoint should fail in seconds
@@ -106,15 +127,14 @@ def clear_output(output: str, settings: storage.StorageSettings) -> None:
     storage.abort_stale_uploads(output.rstrip("/") + "/", settings)
 
 
-def build_pipeline(p: beam.Pipeline, cfg: CleanConfig, files: list[tuple[str, str]], refs: list[dict],
-                   settings: storage.StorageSettings | None, input_bytes: int) -> None:
+def build_pipeline(p: beam.Pipeline, cfg: CleanConfig, inputs: Inputs, settings: storage.StorageSettings | None) -> None:
     T = transforms
-    items = (p | "Read" >> T.ReadInputs(files, cfg.reader, settings)
+    items = (p | "Read" >> T.ReadInputs(inputs.files, cfg.reader, settings)
                | "Clean" >> T.CleanDocuments(cfg))
     docs = items | "Documents" >> T.Select(Tag.DOC)
     dedup = cfg.dedup.exact or cfg.dedup.near
     to_block = (items, docs | "Dedup" >> T.DuplicateFlags(cfg.dedup)) if dedup else items
-    blocks = to_block | "WriteBlocks" >> T.WriteBlocks(cfg.output, cfg.out.blocks(input_bytes), settings)
+    blocks = to_block | "WriteBlocks" >> T.WriteBlocks(cfg.output, cfg.out.blocks(inputs.bytes), settings)
     written = blocks | "WriteShards" >> sharding.WriteShards(cfg.output, sinks.layouts(cfg.out.shard_mb), settings)
-    writer = ManifestWriter(cfg.output, cfg.rules(), refs, manifest.code_version(), settings)
+    writer = ManifestWriter(cfg.output, cfg.rules(), inputs.refs, manifest.code_version(), settings)
     _ = written | "Finalize" >> sharding.Finalize(writer)
