@@ -106,6 +106,16 @@ def add_counts(into: dict, counts: dict) -> dict:
     return into
 
 
+def shards_and_counts(items: list) -> tuple[list[ShardInfo], dict]:
+    """What Finalize receives, split: the shards in (kind, index) order and every kind's counts summed."""
+    shards = sorted((s for s in items if isinstance(s, ShardInfo)), key=lambda s: (s.kind, s.index))
+    counts: dict = {}
+    for t in items:
+        if isinstance(t, Totals):
+            add_counts(counts, t.counts)
+    return shards, counts
+
+
 # ----------------------------------------------------------------------------- layouts
 
 Assembler = Callable[[Iterable[Piece], "HashingSink", str, "storage.StorageSettings | None"], dict]

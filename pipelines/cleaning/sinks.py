@@ -69,16 +69,12 @@ class ManifestWriter:
     (documents, rejects, files read). Removes the blocks, then writes stats.json and, last, manifest.json."""
 
     def __init__(self, output: str, rules: dict, inputs: list[dict], code_version: str,
-                 settings: storage.StorageSettings | None = None, extra: dict | None = None):
+                 settings: storage.StorageSettings | None = None):
         self.output, self.rules, self.inputs = output, rules, inputs
-        self.code_version, self.settings, self.extra = code_version, settings, extra or {}
+        self.code_version, self.settings = code_version, settings
 
     def __call__(self, items: list) -> dict:
-        shards = sorted((s for s in items if isinstance(s, sharding.ShardInfo)), key=lambda s: s.path)
-        counts: dict = {}
-        for t in items:
-            if isinstance(t, sharding.Totals):
-                sharding.add_counts(counts, t.counts)
+        shards, counts = sharding.shards_and_counts(items)
         doc_shards = [_shard_entry(s) for s in shards if s.kind == DOCUMENTS]
         rej_shards = [_shard_entry(s) for s in shards if s.kind == REJECTS]
         stats = build_stats(counts, kept=sum(s["records"] for s in doc_shards))
@@ -93,7 +89,7 @@ class ManifestWriter:
             "documents", inputs=self.inputs, config=self.rules, shards=doc_shards, counters=stats,
             rejects=rej_shards, format=FORMAT, stats={"path": documents.STATS_NAME,
                                                       "sha256": storage.sha256_bytes(stats_bytes)},
-            num_documents=stats["kept"], code_version=self.code_version, **self.extra,
+            num_documents=stats["kept"], code_version=self.code_version,
         )
         manifest.write(self.output, m, self.settings)
         return m

@@ -197,11 +197,7 @@ class _SummaryWriter:
         self.output, self.settings = output, settings
 
     def __call__(self, items: list) -> None:
-        shards = sorted((s for s in items if isinstance(s, sharding.ShardInfo)), key=lambda s: s.index)
-        counts: dict = {}
-        for t in items:
-            if isinstance(t, sharding.Totals):
-                sharding.add_counts(counts, t.counts)
+        shards, counts = sharding.shards_and_counts(items)
         summary = {"counts": counts, "shards": [
             {"path": s.path, "examples": s.records, "tokens": s.extra["tokens"], "sha256": s.sha256, "bytes": s.bytes}
             for s in shards]}
