@@ -3,6 +3,11 @@ PYTHON ?= python3.11
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+# DeepSpeed JIT-builds ops (its CPU shm all-reduce among them) under TORCH_EXTENSIONS_DIR, and
+# torch guards each build with a lock file that a killed build leaves behind: every later run
+# then waits on it forever. Keeping the builds inside .venv ties them to this checkout, so a
+# stale lock in ~/.cache (another checkout's, a killed run's) cannot hang these tests or the demo.
+export TORCH_EXTENSIONS_DIR ?= $(abspath $(VENV))/torch_extensions
 
 .PHONY: venv test test-fast demo demo-stop bench clean
 
@@ -10,12 +15,14 @@ venv: $(STAMP)
 
 # torch first (the CPU wheel; on GPU hosts install the CUDA build before `make venv`),
 # then DeepSpeed without build isolation so its setup.py sees that torch instead of
-# pulling a second one, then the project pinned by requirements/cpu.lock.
+# pulling a second one, then the project pinned by requirements/cpu.lock, then the benchmark
+# peer litdata without its dependencies (pyproject.toml's `bench` extra says why).
 $(STAMP): pyproject.toml requirements/cpu.lock
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q "torch==2.13.0" || $(BIN)/pip install -q "torch>=2.3"
 	$(BIN)/pip install -q --no-build-isolation -c requirements/cpu.lock deepspeed
 	$(BIN)/pip install -q -c requirements/cpu.lock -e ".[dev]"
+	$(BIN)/pip install -q --no-deps -c requirements/cpu.lock litdata lightning-utilities tifffile obstore
 	touch $(STAMP)
 
 test: $(STAMP)
@@ -35,8 +42,9 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/clean_throughput.py
 	$(BIN)/python benchmarks/pack_throughput.py
 	$(BIN)/python benchmarks/loader_throughput.py
-	$(BIN)/python benchmarks/loader_throughput.py --latency-ms 30
+	$(BIN)/python benchmarks/loader_throughput.py --latency-ms 30 --peer-read 512
 	$(BIN)/python benchmarks/train_step.py
+	$(BIN)/python benchmarks/finetune_padding.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info

@@ -3,6 +3,8 @@
     python benchmarks/train_step.py         # CPU: ELECTRA-Small, seq 128, batch 8, fp32, one thread
     python benchmarks/train_step.py         # GPU: ELECTRA-Large, seq 512, batch 32, bf16, torch + ZeRO 0/2/3
     python benchmarks/train_step.py --peer-attention eager --json out.json
+    python benchmarks/train_step.py --modes torch,compile     # ours eager vs ours with model.compile_towers
+    python benchmarks/train_step.py --modes maxbatch         # largest micro-batch that fits, and its tokens/s
 
 A step is forward + backward + AdamW update on one micro-batch. Both sides get the same sizes,
 batch, masking (`pretraining.model.mask_tokens`) and Gumbel sampling; they differ only in the model:
@@ -18,8 +20,14 @@ batch, masking (`pretraining.model.mask_tokens`) and Gumbel sampling; they diffe
 The sides alternate in rounds: each reports its median round, and the ratio is the median of the
 per-round ratios, so a load spike on a shared machine hits both sides of a ratio. On CPU it also
 reports throughput per CPU-second (what other tenants cannot inflate). On GPU it reports MFU (cost
-model in pretraining/cost.py), each side's peak memory, and our model in single-GPU DeepSpeed
-engines: ZeRO stage 0 (no ZeRO), 2 and 3, with the project's ds_configs/zero{2,3}.json.
+model in pretraining/cost.py) against the datasheet peak and against a bf16 matmul measured in the
+same run, each side's peak memory, and our model in single-GPU DeepSpeed engines: ZeRO stage 0
+(no ZeRO), 2 and 3, with the project's ds_configs/zero{2,3}.json.
+
+`compile` adds ours with `model.compile_towers` (torch.compile of each tower) to the alternating
+rounds, so it is timed against eager; its warm-up, which holds the compile, is reported apart.
+`maxbatch` doubles ours' micro-batch from --batch until a step runs out of device memory, bisects
+between the last fit and the first failure, and times the largest that fits.
 """
 
 from __future__ import annotations
@@ -57,8 +65,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--dtype", choices=["fp32", "bf16"], default="bf16" if cuda else "fp32",
                    help="bf16 autocast (GPU) or fp32")
     p.add_argument("--modes", default="torch,zero0,zero2,zero3" if cuda else "torch",
-                   help="comma list: torch (both sides, plain PyTorch loop), zero0/zero2/zero3 (ours in a "
-                        "single-rank DeepSpeed engine)")
+                   help="comma list: torch (both sides, plain PyTorch loop), compile (ours with compiled towers, "
+                        "timed beside torch), zero0/zero2/zero3 (ours in a single-rank DeepSpeed engine), "
+                        "maxbatch (largest micro-batch that fits; GPU)")
+    p.add_argument("--max-batch-limit", type=int, default=1024, help="maxbatch: stop doubling here")
     p.add_argument("--peer-attention", choices=["default", "eager", "sdpa"], default="default",
                    help="the peer's attention: transformers' default for the installed version, or forced")
     p.add_argument("--rounds", type=int, default=8 if not cuda else 5, help="alternating timing rounds per side")
@@ -135,6 +145,7 @@ class Runner:
         self.times: list[float] = []  # wall-clock seconds per round
         self.cpu_times: list[float] = []  # this process's CPU seconds per round
         self.peak_bytes = 0
+        self.warmup_s = 0.0  # the untimed first steps (allocator warm-up; the compile, when compiled)
         self.last_loss = float("nan")
 
     def run(self, steps: int) -> tuple[float, float]:
@@ -170,6 +181,65 @@ def torch_runner(name: str, model: torch.nn.Module, batch, device, dtype) -> Run
     return Runner(name, model, step, batch, device, dtype)
 
 
+def largest_fitting(fits, start: int, limit: int) -> tuple[int, list[tuple[int, bool]]]:
+    """The largest batch in [start, limit] for which `fits(batch)` holds: doubling, then bisecting between the
+    last fit and the first failure (to within an eighth of it). Returns it (0 if even `start` fails) and the trials."""
+    trials: list[tuple[int, bool]] = []
+
+    def attempt(b: int) -> bool:
+        ok = fits(b)
+        trials.append((b, ok))
+        return ok
+
+    good, bad = 0, None
+    b = start
+    while b <= limit:
+        if not attempt(b):
+            bad = b
+            break
+        good, b = b, b * 2
+    if good == 0:
+        return 0, trials
+    if bad is not None:
+        step = max(1, good // 8)
+        while bad - good > step:
+            mid = (good + bad) // 2
+            if attempt(mid):
+                good = mid
+            else:
+                bad = mid
+    return good, trials
+
+
+def find_max_batch(cfg: ModelConfig, args, device, dtype) -> tuple[int, list[tuple[int, bool]]]:
+    """The largest micro-batch of ours that trains one step (forward, backward, AdamW) without running out of memory."""
+    torch.manual_seed(0)
+    model = cfg.build().to(device).train()
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=device.type == "cuda")
+    rng = torch.Generator(device=device).manual_seed(0)
+
+    def fits(b: int) -> bool:
+        batch = make_batch(cfg, b, args.seq_len, device)
+        try:
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=dtype == torch.bfloat16):
+                loss = model(*batch, generator=rng).loss
+            loss.backward()
+            opt.step()
+            _sync(device)
+            return True
+        except torch.OutOfMemoryError:
+            return False
+        finally:
+            loss = batch = None  # noqa: F841 (drop the activations before the next try)
+            opt.zero_grad(set_to_none=True)
+            _free(device)
+
+    best, trials = largest_fitting(fits, args.batch, args.max_batch_limit)
+    del model, opt
+    _free(device)
+    return best, trials
+
+
 def deepspeed_runner(stage: int, cfg: ModelConfig, batch, device, dtype) -> Runner:
     import deepspeed
 
@@ -197,6 +267,20 @@ def deepspeed_runner(stage: int, cfg: ModelConfig, batch, device, dtype) -> Runn
         return out.loss.detach()
 
     return Runner(f"ours/zero{stage}", engine, step, batch, device, dtype)
+
+
+def matmul_ceiling(device: torch.device, n: int = 8192, reps: int = 10) -> float:
+    """FLOP/s of an n x n x n bf16 matmul on random data, mean of `reps` after 3 warm-ups: the measured ceiling."""
+    a, b = (torch.randn(n, n, device=device, dtype=torch.bfloat16) for _ in range(2))
+    for _ in range(3):
+        a @ b
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    start.record()
+    for _ in range(reps):
+        a @ b
+    end.record()
+    end.synchronize()
+    return 2 * n**3 * reps / (start.elapsed_time(end) / 1e3)
 
 
 def _sync(device: torch.device) -> None:
@@ -237,7 +321,7 @@ def measure(factories: list, tokens_per_step: int, args) -> list[dict]:
         if cuda:
             torch.cuda.reset_peak_memory_stats()
         r = factory()
-        r.run(args.warmup)
+        r.warmup_s = r.run(args.warmup)[0] if args.warmup else 0.0
         if cuda:
             r.peak_bytes = torch.cuda.max_memory_allocated() - base
         runners.append(r)
@@ -250,7 +334,8 @@ def measure(factories: list, tokens_per_step: int, args) -> list[dict]:
     return [{"name": r.name, "tokens_per_s": tokens / statistics.median(r.times),
              "tokens_per_cpu_s": tokens / statistics.median(r.cpu_times),
              "round_s": [round(t, 3) for t in r.times], "round_cpu_s": [round(t, 3) for t in r.cpu_times],
-             "peak_memory_gib": round(r.peak_bytes / 2**30, 2) or None, "last_loss": r.last_loss}
+             "peak_memory_gib": round(r.peak_bytes / 2**30, 2) or None, "last_loss": r.last_loss,
+             "warmup_s": round(r.warmup_s, 2)}
             for r in runners]
 
 
@@ -268,9 +353,10 @@ def main(argv: list[str] | None = None) -> dict:
     cfg = dataclasses.replace(named_size(args.size), vocab_size=args.vocab_size,
                               max_position_embeddings=max(512, args.seq_len))
     modes = [m.strip() for m in args.modes.split(",") if m.strip()]
-    bad = [m for m in modes if m not in ("torch", "zero0", "zero2", "zero3")]
+    valid_modes = ("torch", "compile", "zero0", "zero2", "zero3", "maxbatch")
+    bad = [m for m in modes if m not in valid_modes]
     if bad:
-        raise SystemExit(f"unknown --modes {bad}; valid: torch, zero0, zero2, zero3")
+        raise SystemExit(f"unknown --modes {bad}; valid: {', '.join(valid_modes)}")
 
     info = machine()
     print(f"machine: {json.dumps(info)}")
@@ -279,38 +365,73 @@ def main(argv: list[str] | None = None) -> dict:
     tokens_per_step = args.batch * args.seq_len
     fpt = flops_per_token(cfg, args.seq_len)
     peak = peak_flops_for_device() if device.type == "cuda" else None
+    if device.type == "cuda":
+        info["matmul_tflops"] = round(matmul_ceiling(device) / 1e12, 1)
+        print(f"bf16 matmul ceiling measured: {info['matmul_tflops']} TFLOP/s")
 
     results: list[dict] = []
     peer_attention = None
-    if "torch" in modes:
-        peer_attention = PeerElectra.default_attention(args.peer_attention)
+    eager_side: list = []
+    if "torch" in modes or "compile" in modes:
 
         def ours():
             torch.manual_seed(0)
             return torch_runner("ours", cfg.build(), batch, device, dtype)
+
+        eager_side.append(ours)
+    if "torch" in modes:
+        peer_attention = PeerElectra.default_attention(args.peer_attention)
 
         def peer():
             torch.manual_seed(0)
             return torch_runner(f"peer ({peer_attention} attention)", PeerElectra(cfg, args.peer_attention), batch,
                                 device, dtype)
 
-        results += measure([ours, peer], tokens_per_step, args)
+        eager_side.append(peer)
+    if "compile" in modes:
+
+        def compiled():
+            torch.manual_seed(0)
+            return torch_runner("ours/compiled", dataclasses.replace(cfg, compile_towers=True).build(), batch,
+                                device, dtype)
+
+        eager_side.append(compiled)
+    if eager_side:
+        results += measure(eager_side, tokens_per_step, args)
         _free(device)
     for mode in modes:
         if mode.startswith("zero"):
             results += measure([lambda: deepspeed_runner(int(mode[-1]), cfg, batch, device, dtype)],
                                tokens_per_step, args)
             _free(device)
+    max_batch = None
+    if "maxbatch" in modes:
+        best, trials = find_max_batch(cfg, args, device, dtype)
+        print("micro-batch trials: " + ", ".join(f"{b} {'fits' if ok else 'out of memory'}" for b, ok in trials))
+        max_batch = {"batch": best, "trials": trials}
+        if best:
+            big = make_batch(cfg, best, args.seq_len, device)
+
+            def ours_at_max():
+                torch.manual_seed(0)
+                return torch_runner(f"ours @ micro-batch {best}", cfg.build(), big, device, dtype)
+
+            results += measure([ours_at_max], best * args.seq_len, args)
+            del big
+            _free(device)
 
     info["load_avg_end"] = load_avg()
     cpu = device.type == "cpu"
-    print(f"\n{'side':<28} {'tokens/s':>10} {'tok/CPU-s':>10} {'MFU':>7} {'peak GiB':>9}")
+    ceiling = info.get("matmul_tflops", 0) * 1e12
+    print(f"\n{'side':<30} {'tokens/s':>10} {'tok/CPU-s':>10} {'MFU':>7} {'MFU/mm':>7} {'peak GiB':>9}")
     for r in results:
         r["mfu"] = mfu(r["tokens_per_s"], fpt, peak) if peak else None
+        r["mfu_vs_matmul"] = mfu(r["tokens_per_s"], fpt, ceiling) if ceiling else None
         mfu_s = f"{r['mfu']:.1%}" if r["mfu"] is not None else "-"
+        mm_s = f"{r['mfu_vs_matmul']:.1%}" if r["mfu_vs_matmul"] is not None else "-"
         mem_s = f"{r['peak_memory_gib']:.1f}" if r["peak_memory_gib"] else "-"
         cpu_s = f"{r['tokens_per_cpu_s']:,.0f}" if cpu else "-"
-        print(f"{r['name']:<28} {r['tokens_per_s']:>10,.0f} {cpu_s:>10} {mfu_s:>7} {mem_s:>9}")
+        print(f"{r['name']:<30} {r['tokens_per_s']:>10,.0f} {cpu_s:>10} {mfu_s:>7} {mm_s:>7} {mem_s:>9}")
     ratio = None
     if peer_attention:
         ours_r = next(r for r in results if r["name"] == "ours")
@@ -323,11 +444,19 @@ def main(argv: list[str] | None = None) -> dict:
             line += f"; by CPU time {cpu_ratio:.2f}x"
             info["cpu_time_ratio"] = cpu_ratio
         print(line)
+    compiled_ratio = None
+    if "compile" in modes:
+        ours_r = next(r for r in results if r["name"] == "ours")
+        comp_r = next(r for r in results if r["name"] == "ours/compiled")
+        walls = round_ratios(comp_r, ours_r, "round_s")
+        compiled_ratio = statistics.median(walls)
+        print(f"compiled / eager: {compiled_ratio:.2f}x (per-round range {min(walls):.2f}-{max(walls):.2f}); "
+              f"warm-up with the compile {comp_r['warmup_s']:.0f} s, eager {ours_r['warmup_s']:.0f} s")
     print(f"cost model: {fpt / 1e9:.3f} GFLOP/token"
           + (f", peak {peak / 1e12:.0f} TFLOP/s" if peak else " (no MFU on CPU)"))
     print(f"load average: start {info['load_avg']}, end {info['load_avg_end']}")
     report = {"machine": info, "args": vars(args), "flops_per_token": fpt, "peak_flops": peak,
-              "results": results, "ratio": ratio}
+              "results": results, "ratio": ratio, "compiled_over_eager": compiled_ratio, "max_batch": max_batch}
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=2))
     return report

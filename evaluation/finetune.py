@@ -1,18 +1,22 @@
-"""Fine-tuning machinery shared by every task: ELECTRA's layer-wise LR decay on top of Trainer.
+"""Fine-tuning machinery shared by every task: ELECTRA's recipe on top of transformers.Trainer.
 
-The loop, scheduler (linear decay with 10% warmup), batching, devices and mixed precision are
-transformers.Trainer's; this module only supplies the optimizer param groups the ELECTRA recipe
-needs and the TrainingArguments of the recipe.
+The loop, scheduler (linear decay after a linear warmup), devices and mixed precision are
+Trainer's. This module supplies what the recipe needs beyond that: the layer-wise learning rates,
+the step count and the warmup as a number of steps (computed here from the ratio, so it means
+the same in every transformers version), batches padded to their longest sequence (grouped by
+length), bf16 on GPUs that have it, and the progress callback.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import re
 import tempfile
 
+import numpy as np
 import torch
-from transformers import Trainer, TrainingArguments
+from transformers import PrinterCallback, Trainer, TrainingArguments
 from transformers.utils import logging as hf_logging
 
 from evaluation.config import FinetuneConfig
@@ -24,8 +28,9 @@ _LAYER = re.compile(r"\.encoder\.layer\.(\d+)\.")
 _NO_DECAY = ("bias", "LayerNorm.weight", "layer_norm.weight")  # ELECTRA/BERT exclude these from weight decay
 
 
-def load_for_finetuning(auto_class, model_dir: str, **kwargs) -> torch.nn.Module:
-    """`auto_class.from_pretrained` where only the new task head may start from random weights.
+def load_for_finetuning(model_class, model_dir: str, **kwargs) -> torch.nn.Module:
+    """`model_class.from_pretrained` (an ELECTRA head of evaluation/heads.py or an HF Auto class) where only the
+    new task head may start from random weights.
 
     transformers reports fresh weights as a warning table on every load (for fine-tuning the head
     is always new). Here that is checked instead: a missing or mis-shaped encoder tensor means the
@@ -34,7 +39,7 @@ def load_for_finetuning(auto_class, model_dir: str, **kwargs) -> torch.nn.Module
     verbosity = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()
     try:
-        model, info = auto_class.from_pretrained(model_dir, output_loading_info=True, **kwargs)
+        model, info = model_class.from_pretrained(model_dir, output_loading_info=True, **kwargs)
     finally:
         hf_logging.set_verbosity(verbosity)
     base = model.base_model_prefix + "."
@@ -94,29 +99,90 @@ class LLRDTrainer(Trainer):
         return self.optimizer
 
 
-def training_args(ft: FinetuneConfig, *, lr: float, epochs: float, seed: int, use_cpu: bool,
+def train_steps(n_examples: int, ft: FinetuneConfig, epochs: float, cap: int = -1) -> int:
+    """Optimizer steps of one run: `epochs` passes in batches of `ft.batch_size` (the last one partial, as
+    Trainer counts them), cut to `ft.max_steps` or else to the tier's `cap` when those are > 0."""
+    steps = max(1, math.ceil(epochs * math.ceil(n_examples / ft.batch_size)))
+    limit = ft.max_steps if ft.max_steps > 0 else cap
+    return min(steps, limit) if limit > 0 else steps
+
+
+def warmup_steps(total: int, ratio: float) -> int:
+    """Linear-warmup steps: the official `warmup_proportion` of the run, rounded up (>= 1 when ratio > 0)."""
+    return math.ceil(total * ratio)
+
+
+def use_bf16(ft: FinetuneConfig, use_cpu: bool) -> bool:
+    """bf16 autocast on a GPU that supports it unless the config says otherwise; fp32 on CPU."""
+    if ft.bf16 is not None:
+        return ft.bf16
+    return not use_cpu and not ft.fp16 and torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+
+
+def training_args(ft: FinetuneConfig, *, lr: float, steps: int, seed: int, use_cpu: bool, log_every: int = 1,
                   output_dir: str | None = None) -> TrainingArguments:
     return TrainingArguments(
         output_dir=output_dir or tempfile.mkdtemp(prefix="eval-ft-"),
         learning_rate=lr,
-        num_train_epochs=epochs,
-        max_steps=ft.max_steps,
+        max_steps=steps,  # the run's length, computed by train_steps(); Trainer cycles epochs up to it
         per_device_train_batch_size=ft.batch_size,
         per_device_eval_batch_size=ft.eval_batch_size,
-        warmup_steps=ft.warmup_ratio,  # a float < 1 is a fraction of the total steps
+        warmup_steps=warmup_steps(steps, ft.warmup_ratio),  # an int: steps in transformers 4 and 5 alike
         weight_decay=ft.weight_decay,
         adam_epsilon=1e-6,  # ELECTRA's AdamW epsilon
         lr_scheduler_type="linear",
         seed=seed,
-        save_strategy="no",  # fine-tuned weights are not kept: the report is the product
+        save_strategy="no",  # checkpoints of a run are not kept; finetune.save_models keeps the final model
         report_to="none",
-        logging_strategy="no",
+        logging_strategy="steps",  # feeds the progress callback (running loss) every `log_every` steps
+        logging_steps=max(1, log_every),
         disable_tqdm=True,
         use_cpu=use_cpu,
         fp16=ft.fp16,
-        bf16=ft.bf16,
+        bf16=use_bf16(ft, use_cpu),
+        train_sampling_strategy="group_by_length" if ft.group_by_length else "random",
         dataloader_num_workers=0,
     )
+
+
+class PadCollator:
+    """Pads each batch to its longest sequence instead of every example to the maximum length.
+
+    Sequence fields (lists or arrays: ids, masks, token types, context mask) are right-padded with
+    `pad_id` for input ids and 0 elsewhere; scalar fields (labels, positions) become tensors.
+    `multiple_of` rounds the padded length up (8 keeps GPU tensor-core tiles full).
+    """
+
+    def __init__(self, pad_id: int = 0, multiple_of: int = 1):
+        self.pad_id, self.multiple_of = pad_id, max(1, multiple_of)
+
+    def __call__(self, feats: list[dict]) -> dict[str, torch.Tensor]:
+        out = {}
+        for key in feats[0]:
+            values = [f[key] for f in feats]
+            if isinstance(values[0], (list, np.ndarray)):
+                length = max(len(v) for v in values)
+                length = -(-length // self.multiple_of) * self.multiple_of
+                fill = self.pad_id if key == "input_ids" else 0
+                batch = np.full((len(values), length), fill, dtype=np.int64)
+                for i, v in enumerate(values):
+                    batch[i, :len(v)] = v
+                out[key] = torch.from_numpy(batch)
+            else:
+                out[key] = torch.tensor(values)
+        return out
+
+
+def make_trainer(model: torch.nn.Module, train: list[dict], ft: FinetuneConfig, *, lr: float, layer_decay: float,
+                 steps: int, seed: int, use_cpu: bool, pad_id: int, progress=None) -> "LLRDTrainer":
+    """The Trainer of one fine-tuning run; `progress` (a TrainerCallback) gets its log events."""
+    every = progress.interval(steps) if progress is not None else steps
+    args = training_args(ft, lr=lr, steps=steps, seed=seed, use_cpu=use_cpu, log_every=every)
+    collate = PadCollator(pad_id, multiple_of=1 if use_cpu else 8)
+    trainer = LLRDTrainer(model=model, args=args, train_dataset=ListDataset(train), data_collator=collate,
+                          layer_decay=layer_decay, callbacks=[progress] if progress is not None else None)
+    trainer.remove_callback(PrinterCallback)  # it prints every log dict; the progress callback writes lines
+    return trainer
 
 
 class ListDataset(torch.utils.data.Dataset):

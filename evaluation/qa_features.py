@@ -4,6 +4,11 @@ A question longer than `max_query_length` tokens is cut; a context longer than t
 split into windows whose starts are `doc_stride` tokens apart (the official meaning; HF's
 `stride` argument is the overlap, so it is computed per question). A training window that does
 not contain the whole answer, and every unanswerable question, points at [CLS] (index 0).
+
+Windows are not padded: the collator pads each batch to its longest window (most SQuAD
+contexts are far shorter than 512 tokens). Each window also carries `context_mask` (1 on
+context tokens: where ELECTRA's head may put a span) and `is_impossible` (the question has no
+answer: the label of ELECTRA's answerability classifier).
 """
 
 from __future__ import annotations
@@ -28,14 +33,16 @@ def windows(example: dict, tokenizer, ft: FinetuneConfig) -> tuple[list[dict], l
     context_room = ft.squad_max_seq_length - q_len - 3  # [CLS] q [SEP] context [SEP]
     enc = tokenizer(question, example["context"], truncation="only_second", max_length=ft.squad_max_seq_length,
                     stride=max(0, context_room - ft.doc_stride), return_overflowing_tokens=True,
-                    return_offsets_mapping=True, return_token_type_ids=True, padding="max_length")
+                    return_offsets_mapping=True, return_token_type_ids=True)
     feats, offsets = [], []
     for i in range(len(enc["input_ids"])):
         seq_ids = enc.sequence_ids(i)
         offs = [o if seq_ids[j] == 1 else None for j, o in enumerate(enc["offset_mapping"][i])]
         # int32 arrays: SQuAD 2.0 train is ~130k windows of 512; Python int lists would need several GB
         f = {k: np.asarray(enc[k][i], dtype=np.int32) for k in ("input_ids", "attention_mask", "token_type_ids")}
+        f["context_mask"] = np.asarray([o is not None for o in offs], dtype=np.int32)
         f["start_positions"], f["end_positions"] = _answer_positions(example, offs)
+        f["is_impossible"] = int(not example["answers"]["text"])
         feats.append(f)
         offsets.append(offs)
     return feats, offsets

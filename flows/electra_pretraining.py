@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import re
 import sys
 import time
@@ -25,6 +26,7 @@ from prefect.cache_policies import NO_CACHE
 
 from common import manifest as manifests
 from common import storage
+from common.progress import fmt_duration
 from flows import caching, stages
 from flows.params import (BeamParams, CorpusParams, EvalParams, PackParams, PublishParams, RunSpec, Size,
                           TokenizerParams, TrainParams)
@@ -230,13 +232,52 @@ def export_stage(spec: RunSpec, checkpoint: dict) -> dict:
     return cached_stage(spec, "export", {"output": out}, [checkpoint], run)
 
 
+class EvalProgressArtifact(logging.Handler):
+    """Mirrors the evaluation's progress (the `eval_progress` event on its log records) into a progress artifact.
+
+    The evaluation runs in this process (`main(argv)`), so its records pass through here; updates
+    are sent at whole-percent steps, with the current run and the overall ETA as the description.
+    """
+
+    def __init__(self, spec: RunSpec):
+        super().__init__(logging.INFO)
+        self.artifact = create_progress_artifact(progress=0.0, key=_artifact_key(spec, "evaluate-progress"),
+                                                 description=f"evaluation of {spec.run_name} ({spec.evaluation.tier})")
+        self.last = 0.0
+
+    def emit(self, record: logging.LogRecord) -> None:
+        event = getattr(record, "eval_progress", None)
+        if event is None:
+            return
+        pct = round(100.0 * event.fraction, 1)
+        if pct - self.last < 1.0 and pct < 100.0:
+            return
+        self.last = pct
+        eta = fmt_duration(event.eta_s) if event.eta_s is not None else "?"
+        where = f"{event.task} seed {event.seed}, step {event.step}/{event.total}; " if event.task else ""
+        try:
+            update_progress_artifact(artifact_id=self.artifact, progress=pct, description=f"{where}overall ETA {eta}")
+        except Exception:  # noqa: BLE001 - a lost progress update must never fail the evaluation
+            pass
+
+
 @task(name="evaluate", cache_policy=NO_CACHE, retries=1, retry_delay_seconds=30, retry_condition_fn=_transient)
 def evaluate_stage(spec: RunSpec, model: dict) -> dict:
     config = spec.evaluation.model_dump(exclude={"enabled"})
 
     def run():
-        stages.call_main("evaluation.run", stages.eval_argv(spec, model["output"]))
-        found = stages.find_reports(spec.run_root, model["manifest_hash"])  # the newest is the one just written
+        progress = EvalProgressArtifact(spec)
+        evaluation_log = logging.getLogger("evaluation")
+        level = evaluation_log.level
+        evaluation_log.addHandler(progress)
+        evaluation_log.setLevel(logging.INFO)  # progress records are INFO: they must be created to be mirrored
+        try:
+            stages.call_main("evaluation.run", stages.eval_argv(spec, model["output"]))
+        finally:
+            evaluation_log.removeHandler(progress)
+            evaluation_log.setLevel(level)
+        # the newest report of this model and tier is the one just written
+        found = stages.find_reports(spec.run_root, model["manifest_hash"], spec.evaluation.tier)
         if not found:
             raise stages.StageError(f"evaluation wrote no report under {spec.run_root}/reports")
         return found[-1]

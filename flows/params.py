@@ -118,8 +118,11 @@ class TrainParams(_Strict):
 
 class EvalParams(_Strict):
     enabled: bool = True
-    tasks: list[str] = Field(default_factory=lambda: ["glue", "squad_v1", "squad_v2"])
-    seeds: int = Field(3, ge=1, description="fine-tuning seeds per task; the median is reported")
+    tier: Literal["quick", "full"] = Field("full", description=(
+        "full: GLUE + SQuAD with the paper's recipe, 3 seeds (final reports); quick: MNLI, SST-2, SQuAD 2.0, "
+        "1 seed, <= 1000 steps each (scheduled checks during pretraining); see evaluation/tiers.py"))
+    tasks: list[str] | None = Field(None, description="task names or groups; None = the tier's tasks")
+    seeds: int | None = Field(None, ge=1, description="fine-tuning seeds per task (median reported); None = the tier's")
     data_dir: str | None = Field(None, description="local/s3:// GLUE and SQuAD mirror in official formats; None = Hub")
     overrides: list[str] = Field(default_factory=list,
                                  description="evaluation `key=value` overrides (finetune.max_steps=...)")

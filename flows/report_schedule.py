@@ -4,8 +4,13 @@
 
 Runs beside a long pretraining run: it exports the newest complete checkpoint when no
 model of that step exists yet, evaluates it, and republishes the model card with the new
-scores. Everything is cached like the main flow, so a scheduled run that finds no new
-checkpoint reuses the last report and costs a few storage reads.
+scores. Its deployment runs the quick tier (evaluation/tiers.py) so a check costs minutes of
+GPU, not hours, and it fits the schedule:
+- a model that already has a report at this tier is not evaluated again (whatever the other
+  evaluation settings), so a scheduled run that finds no new checkpoint costs a few storage reads;
+- the deployment allows one run at a time and cancels a scheduled run that would overlap a
+  running one (`concurrency_limit` with CANCEL_NEW in prefect.yaml): two evaluations of the
+  same run never compete for the GPU pool, and the next schedule picks up what was skipped.
 """
 
 from __future__ import annotations
@@ -44,7 +49,7 @@ def _as_result(stage: str, out: str, m: dict) -> dict:
 
 @flow(name="glue-squad-report", log_prints=True, persist_result=False)
 def glue_squad_report(storage_root: str, run_name: str, size: Size = "small",
-                      evaluation: EvalParams = EvalParams(), publish: PublishParams = PublishParams()) -> dict:
+                      evaluation: EvalParams = EvalParams(tier="quick"), publish: PublishParams = PublishParams()) -> dict:
     """Export the newest checkpoint if needed, evaluate it, publish the card with the report."""
     spec = RunSpec(size=size, run_name=run_name, storage_root=storage_root, evaluation=evaluation, publish=publish)
     logger = get_run_logger()
@@ -60,7 +65,13 @@ def glue_squad_report(storage_root: str, run_name: str, size: Size = "small",
     else:
         raise stages.StageError(f"nothing to evaluate: no complete checkpoint under {spec.pretrain_uri} "
                                 f"and no model under {spec.run_root}/model")
-    report = evaluate_stage(spec, model_res)
+    done = stages.find_reports(spec.run_root, model_res["manifest_hash"], spec.evaluation.tier)
+    if done:
+        logger.info("%s was already evaluated at tier %s (%s): not evaluating it again",
+                    model_res["output"], spec.evaluation.tier, done[-1][0])
+        report = _as_result("evaluate", *done[-1])
+    else:
+        report = evaluate_stage(spec, model_res)
     published = publish_stage(spec, model_res, report) if spec.publish.enabled else None
     return write_summary(spec, {"model": model_res, "report": report, "published": published},
                          name="report-summary")

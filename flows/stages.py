@@ -88,7 +88,11 @@ def export_argv(checkpoint_uri: str, output: str) -> list[str]:
 
 def eval_argv(spec: RunSpec, model_uri: str) -> list[str]:
     e = spec.evaluation
-    argv = ["--model", model_uri, "--tasks", ",".join(e.tasks), "--output", spec.run_root, "--seeds", str(e.seeds)]
+    argv = ["--model", model_uri, "--output", spec.run_root, "--tier", e.tier]
+    if e.tasks:
+        argv += ["--tasks", ",".join(e.tasks)]
+    if e.seeds:
+        argv += ["--seeds", str(e.seeds)]
     if e.data_dir:
         argv += ["--data-dir", e.data_dir]
     if e.overrides:
@@ -200,8 +204,9 @@ def target_steps(spec: RunSpec) -> int:
 # ----------------------------------------------------------------------------- reports
 
 
-def find_reports(run_root: str, model_hash: str | None = None) -> list[tuple[str, dict]]:
-    """Finished reports under <run_root>/reports/, oldest first; only those of `model_hash` when given."""
+def find_reports(run_root: str, model_hash: str | None = None, tier: str | None = None) -> list[tuple[str, dict]]:
+    """Finished reports under <run_root>/reports/, oldest first; only those of `model_hash` and `tier` when given
+    (reports from before tiers existed are full-tier)."""
     base = storage.join(run_root, "reports")
     found = []
     for uri in storage.list_files(base):
@@ -213,6 +218,8 @@ def find_reports(run_root: str, model_hash: str | None = None) -> list[tuple[str
         except manifests.ManifestError:
             continue
         if model_hash and model_hash not in {i.get("manifest_hash") for i in m.get("inputs", [])}:
+            continue
+        if tier and (m.get("tier") or "full") != tier:
             continue
         found.append((out, m))
     # <model>/<timestamp>/: the timestamp sorts in time order.

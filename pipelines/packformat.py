@@ -82,11 +82,13 @@ class PackReader:
     def row_bytes(self) -> int:
         return self.seq_len * self.dtype.itemsize
 
-    def read(self, shard: int, start: int, count: int) -> np.ndarray:
-        """Examples [start, start+count) of one shard as an int64 array [count, seq_len]."""
+    def read(self, shard: int, start: int, count: int, *, widen: bool = True) -> np.ndarray:
+        """Examples [start, start+count) of one shard as an array [count, seq_len]: int64 (what torch
+        embeddings take), or with `widen=False` the stored dtype (a quarter of the memory, for caches)."""
         info = self.shards[shard]
         count = max(0, min(count, info.examples - start))
         raw = storage.read_range(info.uri, start * self.row_bytes, count * self.row_bytes, self.settings)
         if len(raw) != count * self.row_bytes:
             raise IOError(f"{info.uri}: short read at example {start} (got {len(raw)} bytes); the shard is truncated")
-        return np.frombuffer(raw, dtype=self.dtype).reshape(count, self.seq_len).astype(np.int64)
+        rows = np.frombuffer(raw, dtype=self.dtype).reshape(count, self.seq_len)
+        return rows.astype(np.int64) if widen else rows

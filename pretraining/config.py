@@ -22,17 +22,19 @@ class DataConfig:
     train_batch: int = 128  # sequences per optimizer step over all ranks (the paper's "batch size")
     micro_batch: int = 32  # sequences per rank per forward; bounded by accelerator memory
     grad_accum: int = 0  # micro-batches per rank per step; 0 = derive as train_batch / (micro_batch x world)
-    chunk_examples: int = 16  # consecutive examples per range request; smaller shuffles finer, larger reads faster
-    # Range requests in flight = min(workers, prefetch_steps); a rank's read rate is about
-    # in-flight x chunk_examples / store latency (benchmarks/loader_throughput.py, docs/benchmarks.md).
-    prefetch_steps: int = 16  # steps read ahead in the background, to hide S3 latency behind compute
+    # A rank's read rate is about workers x block_examples / store latency (benchmarks/loader_throughput.py).
+    block_examples: int = 256  # consecutive examples per range request (256 KiB at seq 512): few, large reads
+    window_blocks: int = 0  # blocks dealt round-robin per window; 0 = train_batch, so each block has one reader
+    prefetch_steps: int = 16  # batches assembled ahead in the background (blocks are read a whole window ahead)
     workers: int = 8  # background reader threads; I/O-bound, so threads, and more than cores is fine
     tokenizer_hash: str = ""  # if set, the pack must have been built with this tokenizer manifest hash
 
     def __post_init__(self) -> None:
-        for name in ("train_batch", "micro_batch", "chunk_examples", "prefetch_steps", "workers"):
+        for name in ("train_batch", "micro_batch", "block_examples", "prefetch_steps", "workers"):
             if getattr(self, name) <= 0:
                 raise configs.ConfigError(f"data.{name} must be positive, got {getattr(self, name)}")
+        if self.window_blocks < 0:
+            raise configs.ConfigError(f"data.window_blocks must be >= 0 (0 = train_batch), got {self.window_blocks}")
         if self.grad_accum < 0:
             raise configs.ConfigError(f"data.grad_accum must be >= 0 (0 = derive), got {self.grad_accum}")
 
@@ -158,4 +160,6 @@ def with_pack_vocab(cfg: TrainConfig) -> TrainConfig:
 
 def config_from_dict(data: dict) -> TrainConfig:
     """Rebuild a TrainConfig from a manifest's `config` (export, resume checks)."""
+    if "chunk_examples" in data.get("data", {}):  # written before the block-window data order: still exportable
+        data = {**data, "data": {k: v for k, v in data["data"].items() if k != "chunk_examples"}}
     return configs.from_dict(TrainConfig, data)

@@ -85,3 +85,8 @@ def peak_flops_for_device(device_name: str | None = None) -> float | None:
         if needle in low:
             return PEAK_FLOPS[key]
     return None
+
+
+def encoder_flops_per_token(cfg: ModelConfig, seq_len: int) -> float:
+    """Training FLOPs per token of the discriminator alone (what fine-tuning trains); a forward pass is a third."""
+    return _tower_flops(cfg.hidden_size, cfg.intermediate_size, cfg.num_hidden_layers, seq_len)

@@ -105,8 +105,28 @@ class GeneratorHead(nn.Module):
         return word_embeddings(self.transform(hidden), project=True) + self.bias
 
 
-def mask_tokens(input_ids: torch.Tensor, attention_mask: torch.Tensor, cfg: ModelConfig,
-                generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+@dataclasses.dataclass
+class Masking:
+    """Which positions the generator predicts, as a fixed number of slots per row (no data-dependent shapes).
+
+    Every row gets `max_picks(seq_len, mask_prob)` slots, the most any row can need; a row with fewer
+    maskable positions leaves its extra slots invalid. Fixed shapes keep the step free of host syncs
+    (boolean indexing waits for the device to count) and give `torch.compile` one graph.
+    """
+
+    masked_ids: torch.Tensor  # [batch, seq] generator input: most picks shown as [MASK]
+    picked: torch.Tensor  # [batch, seq] bool: the positions the generator is scored on
+    slots: torch.Tensor  # [batch, k] long: a position per slot (invalid slots point at unpicked positions)
+    valid: torch.Tensor  # [batch, k] bool: the slot is a real pick
+
+
+def max_picks(seq_len: int, mask_prob: float) -> int:
+    """Slots per row: round(mask_prob x seq_len), at least one (a row has at most seq_len maskable positions)."""
+    return max(1, round(seq_len * mask_prob))
+
+
+def pick_positions(input_ids: torch.Tensor, attention_mask: torch.Tensor, cfg: ModelConfig,
+                   generator: torch.Generator | None = None) -> Masking:
     """Pick the positions the generator predicts and hide most of them.
 
     Each row gets round(mask_prob x its maskable positions) picks (at least one), like the official
@@ -114,28 +134,38 @@ def mask_tokens(input_ids: torch.Tensor, attention_mask: torch.Tensor, cfg: Mode
     the random draw. Maskable = not padding and not [CLS]/[SEP]/[MASK] ([UNK] stands for real text
     and is predicted, as in the reference code). Of the picks 85% become [MASK] and 15% keep their
     token; there is no random-token replacement (the generator already supplies replacements).
-
-    Returns (generator input ids, bool mask of picked positions).
     """
     device = input_ids.device
-    never = torch.tensor([cfg.pad_token_id, cfg.cls_token_id, cfg.sep_token_id, cfg.mask_token_id], device=device)
-    maskable = attention_mask.bool() & ~torch.isin(input_ids, never)
+    # Compared one id at a time: a tensor of the ids built here would be a host-to-device copy, which waits.
+    special = ((input_ids == cfg.pad_token_id) | (input_ids == cfg.cls_token_id) | (input_ids == cfg.sep_token_id)
+               | (input_ids == cfg.mask_token_id))
+    maskable = attention_mask.bool() & ~special
     counts = maskable.sum(dim=1)
     picks = torch.where(counts > 0, (counts.float() * cfg.mask_prob).round().long().clamp(min=1), 0)
-    # A random rank among the maskable positions of each row; the `picks` lowest-ranked are masked.
+    # A random score per maskable position; the `picks` lowest of each row are masked.
     scores = torch.rand(input_ids.shape, generator=generator, device=device).masked_fill(~maskable, 2.0)
-    rank = scores.argsort(dim=1).argsort(dim=1)
-    picked = (rank < picks[:, None]) & maskable
+    k = min(input_ids.shape[1], max_picks(input_ids.shape[1], cfg.mask_prob))
+    slots = scores.topk(k, dim=1, largest=False, sorted=True).indices
+    valid = torch.arange(k, device=device)[None, :] < picks[:, None]
+    picked = torch.zeros_like(maskable).scatter_(1, slots, valid)
     hide = torch.rand(input_ids.shape, generator=generator, device=device) < 0.85
     masked_ids = torch.where(picked & hide, torch.full_like(input_ids, cfg.mask_token_id), input_ids)
-    return masked_ids, picked
+    return Masking(masked_ids, picked, slots, valid)
+
+
+def mask_tokens(input_ids: torch.Tensor, attention_mask: torch.Tensor, cfg: ModelConfig,
+                generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(generator input ids, bool mask of picked positions): `pick_positions` for code that indexes by mask."""
+    m = pick_positions(input_ids, attention_mask, cfg, generator)
+    return m.masked_ids, m.picked
 
 
 def gumbel_sample(logits: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-    """One draw per row from softmax(logits) by Gumbel-max, in fp32 (bf16 logits would round the noise away)."""
+    """One draw from softmax over the last dim for each leading index, by Gumbel-max, in fp32 (bf16 logits would
+    round the noise away)."""
     with torch.no_grad():
         noise = torch.rand(logits.shape, generator=generator, device=logits.device, dtype=torch.float32)
-        # Gumbel(0, 1) = -log(-log(u)), in place ([masked, vocab] is the largest tensor of the step).
+        # Gumbel(0, 1) = -log(-log(u)), in place ([batch, slots, vocab] is the largest tensor of the step).
         # The clamp keeps log(0) out; u just below 1 still gives a finite value.
         noise.clamp_(min=torch.finfo(torch.float32).tiny).log_().neg_().log_().neg_()
         return noise.add_(logits.detach()).argmax(dim=-1)
@@ -177,6 +207,10 @@ class ElectraPretrainingModel(nn.Module):
         self.discriminator_predictions = ElectraDiscriminatorPredictions(disc_config)
         self._mask_config = disc_config  # tells create_bidirectional_mask which attention kernel the mask is for
         self.init_weights()
+        if cfg.compile_towers:
+            # In place (nn.Module.compile): parameter names and the state dict stay those of the eager model.
+            self.generator.compile(dynamic=False)
+            self.discriminator.compile(dynamic=False)
 
     # ----- construction -------------------------------------------------------------------------
     def hf_configs(self) -> tuple[ElectraConfig, ElectraConfig]:
@@ -212,19 +246,34 @@ class ElectraPretrainingModel(nn.Module):
 
     # ----- the two towers -----------------------------------------------------------------------
     def attention_bias(self, embeddings: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor | None:
-        """The padding mask in the form the attention kernel wants (None when nothing is padded, for SDPA)."""
+        """The padding mask in the form the attention kernel wants.
+
+        SDPA gets the boolean key mask [batch, 1, 1, seq], broadcast over heads and queries by the kernel
+        (the memory-efficient one takes it; no [seq, seq] bias is built). On a GPU it is always passed:
+        checking whether a batch has padding (to drop the mask for the flash kernel) reads the device from
+        the host, and with 5% short rows most batches of 32 are padded anyway. On CPU that check is free,
+        and an unpadded batch gets None. Other kernels get transformers' mask.
+        """
+        if self._mask_config._attn_implementation == "sdpa":
+            if attention_mask.device.type == "cpu" and bool(attention_mask.all()):
+                return None  # read on the host at no cost (a GPU tensor would make it wait): SDPA's unmasked path
+            return attention_mask.bool()[:, None, None, :]
         return create_bidirectional_mask(config=self._mask_config, inputs_embeds=embeddings,
                                          attention_mask=attention_mask)
+
+    def generator_hidden(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                         token_type_ids: torch.Tensor) -> torch.Tensor:
+        """The generator tower's last hidden states [batch, seq, generator_hidden]."""
+        emb = self.embeddings(input_ids=input_ids, token_type_ids=token_type_ids)
+        return self.generator(emb, self.attention_bias(emb, attention_mask))
 
     def generator_logits(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, token_type_ids: torch.Tensor,
                          positions: torch.Tensor | None = None) -> torch.Tensor:
         """Generator vocabulary logits at `positions` (bool [batch, seq]) as [n, vocab]; all positions if None.
 
-        The hidden states are gathered first, so the [tokens, vocab] matmul and softmax cover only
-        the masked positions.
+        For export checks and probes; the training forward gathers fixed slots instead (no host sync).
         """
-        emb = self.embeddings(input_ids=input_ids, token_type_ids=token_type_ids)
-        hidden = self.generator(emb, self.attention_bias(emb, attention_mask))
+        hidden = self.generator_hidden(input_ids, attention_mask, token_type_ids)
         hidden = hidden.reshape(-1, hidden.shape[-1]) if positions is None else hidden[positions]
         return self.generator_head(hidden, self.embeddings.word_embeddings)
 
@@ -241,36 +290,40 @@ class ElectraPretrainingModel(nn.Module):
         """Mask, predict, sample, detect.
 
         `generator` (a `torch.Generator` on the inputs' device; the global RNG if None) drives every
-        random draw, so a seeded step repeats exactly. Dropout uses the global RNG as usual.
+        random draw, so a seeded step repeats exactly. Dropout uses the global RNG as usual. Every
+        shape is fixed by the batch's, and nothing reads the device from the host.
         """
         rng = generator
         cfg = self.cfg
-        masked_ids, picked = mask_tokens(input_ids, attention_mask, cfg, rng)
-        targets = input_ids[picked]
+        m = pick_positions(input_ids, attention_mask, cfg, rng)
+        targets = input_ids.gather(1, m.slots)  # [batch, k]
+        valid = m.valid.float()
+        n_masked = valid.sum()
 
-        gen_logits = self.generator_logits(masked_ids, attention_mask, token_type_ids, picked).float()
-        if targets.numel():
-            mlm_loss = F.cross_entropy(gen_logits, targets)
-        else:  # nothing maskable in the batch: a zero that still reaches every generator parameter
-            mlm_loss = gen_logits.sum() * 0.0
+        hidden = self.generator_hidden(m.masked_ids, attention_mask, token_type_ids)
+        hidden = hidden.gather(1, m.slots[:, :, None].expand(-1, -1, hidden.shape[-1]))  # head on k slots per row
+        gen_logits = self.generator_head(hidden, self.embeddings.word_embeddings).float()  # [batch, k, vocab]
+        per_slot = F.cross_entropy(gen_logits.flatten(0, 1), targets.flatten(), reduction="none")
+        # A batch with nothing maskable gives 0, still reaching every generator parameter.
+        mlm_loss = (per_slot * valid.flatten()).sum() / n_masked.clamp(min=1.0)
 
-        sampled = gumbel_sample(gen_logits, rng)
-        disc_ids = input_ids.masked_scatter(picked, sampled)
-        valid = attention_mask.bool()
-        replaced = (disc_ids != input_ids) & valid
+        sampled = gumbel_sample(gen_logits, rng)  # [batch, k]
+        disc_ids = input_ids.scatter(1, m.slots, torch.where(m.valid, sampled, targets))
+        real = attention_mask.bool()
+        replaced = (disc_ids != input_ids) & real
 
         disc_logits = self.discriminator_logits(disc_ids, attention_mask, token_type_ids).float()
-        weights = valid.float()
+        weights = real.float()
         per_token = F.binary_cross_entropy_with_logits(disc_logits, replaced.float(), reduction="none")
         rtd_loss = (per_token * weights).sum() / weights.sum().clamp(min=1.0)
 
         with torch.no_grad():
-            predicted = (disc_logits > 0) & valid
+            predicted = (disc_logits > 0) & real
             metrics = {
-                "gen_correct": (gen_logits.argmax(dim=-1) == targets).sum(),
-                "masked": torch.tensor(targets.numel(), device=input_ids.device),
-                "disc_correct": ((predicted == replaced) & valid).sum(),
-                "disc_tokens": valid.sum(),
+                "gen_correct": ((gen_logits.argmax(dim=-1) == targets) & m.valid).sum(),
+                "masked": m.valid.sum(),
+                "disc_correct": ((predicted == replaced) & real).sum(),
+                "disc_tokens": real.sum(),
                 "replaced": replaced.sum(),
                 "pred_replaced": predicted.sum(),
                 "true_positive": (predicted & replaced).sum(),

@@ -49,6 +49,9 @@ class ModelConfig:
     sep_token_id: int = 3
     mask_token_id: int = 4
     attn_implementation: str = "sdpa"  # fused scaled-dot-product attention; "eager" is transformers' matmul+softmax
+    # torch.compile each tower (fuses LayerNorm/GELU/dropout chains; the first steps pay the compile).
+    # Off by default: benchmarks/train_step.py --modes compile measures it against eager on the target GPU.
+    compile_towers: bool = False
 
     def __post_init__(self) -> None:
         problems = []

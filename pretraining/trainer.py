@@ -182,8 +182,8 @@ class Trainer:
             raise TrainError(f"the towers do not share one embedding tensor: {self.embedding_report}")
         self.loader = datalib.PackLoader(
             self.reader, seed=cfg.seed, micro_batch=cfg.data.micro_batch, grad_accum=self.accum, rank=self.rank,
-            world=self.world, chunk_examples=cfg.data.chunk_examples, prefetch_steps=cfg.data.prefetch_steps,
-            workers=cfg.data.workers)
+            world=self.world, block_examples=cfg.data.block_examples, window_blocks=cfg.data.window_blocks,
+            prefetch_steps=cfg.data.prefetch_steps, workers=cfg.data.workers)
 
     # ----- checkpoints --------------------------------------------------------------------------
     def _all_ok(self, ok: bool) -> bool:

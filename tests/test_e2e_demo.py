@@ -221,3 +221,74 @@ def test_killed_mid_pretraining_resumes_and_skips_finished_stages(stack):
     assert f"resuming from {ck_root}/step-{newest:09d}" in rerun_log, rerun_log[-3000:]
     assert "starting from step 0" not in rerun_log
     assert killed_at <= newest
+
+
+REPORT_DEPLOYMENT = "glue-squad-report/glue-squad-report"
+
+
+def _flow_state(st: LocalStack, run_id) -> str:
+    from prefect.client.orchestration import get_client
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    with temporary_settings({PREFECT_API_URL: st.api_url}), get_client(sync_client=True) as client:
+        fr = client.read_flow_run(run_id)
+        return fr.state.name if fr.state else "?"
+
+
+def _task_states(st: LocalStack, run_id) -> dict[str, str]:
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    with temporary_settings({PREFECT_API_URL: st.api_url}), get_client(sync_client=True) as client:
+        runs = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[run_id])))
+        return {tr.name.rsplit("-", 1)[0]: (tr.state.name if tr.state else "?") for tr in runs}
+
+
+def test_scheduled_report_never_overlaps_and_skips_an_evaluated_model(stack, tmp_path):
+    """The report deployment's concurrency rule on a real server: a second run of the same run name is
+    cancelled while an evaluation is running, and a later run finds the model evaluated at that tier."""
+    from prefect.deployments import run_deployment
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    from evaluation.testing import corpus_from_mirror, make_tiny_model
+    from flows import stages
+
+    run = "e2e-sched"
+    local = make_tiny_model(str(tmp_path / "model"), corpus_from_mirror(str(REPO / "tests" / "data")), step=100,
+                            name=run, size="small")
+    model_uri = f"{demo.BUCKET}/{run}/model/step-000000100"
+    storage.upload_dir(local, model_uri)
+    model_hash = manifests.read(model_uri, kind="model")["manifest_hash"]
+    stack.deploy("glue-squad-report", pool="local-process")
+    params = {"storage_root": demo.BUCKET, "run_name": run, "size": "small", "publish": {"enabled": False},
+              "evaluation": {"tier": "quick", "data_dir": demo.EVAL_DATA,
+                             "overrides": ["device=cpu", "finetune.batch_size=8", "finetune.squad_max_seq_length=128",
+                                           "finetune.doc_stride=32", "finetune.max_query_length=32"]}}
+    first = demo.start_run(stack, params, REPORT_DEPLOYMENT)
+    deadline = time.monotonic() + 600
+    while _task_states(stack, first).get("evaluate") != "Running":  # the first run is evaluating
+        assert time.monotonic() < deadline and _flow_state(stack, first) not in ("Failed", "Crashed", "Completed"), \
+            (_flow_state(stack, first), (stack.base / "worker.log").read_text()[-3000:])
+        time.sleep(1)
+
+    with temporary_settings({PREFECT_API_URL: stack.api_url}):  # what the schedule does: a new run of the deployment
+        second = run_deployment(REPORT_DEPLOYMENT, parameters=params, timeout=0).id
+    assert demo.watch(stack, str(second), 180) == "Cancelled"
+    assert _flow_state(stack, first) == "Running"  # cancelled while the first one was still at work
+    assert _task_states(stack, second) == {}  # it never started a task, let alone an evaluation
+
+    assert demo.watch(stack, first, 900) == "Completed"
+    reports = stages.find_reports(f"{demo.BUCKET}/{run}", model_hash, "quick")
+    assert len(reports) == 1
+    results = json.loads(storage.read_text(storage.join(reports[0][0], "results.json")))
+    assert results["tier"]["name"] == "quick" and {t["task"] for t in results["tasks"].values()} == \
+        {"mnli", "sst2", "squad_v2"}
+
+    # The next scheduled run finds the same model already reported at this tier: no second evaluation.
+    third = demo.start_run(stack, params, REPORT_DEPLOYMENT)
+    assert demo.watch(stack, third, 600) == "Completed"
+    summary = json.loads(storage.read_text(f"{demo.BUCKET}/{run}/_flow/report-summary.json"))
+    assert summary["stages"]["report"] == {**summary["stages"]["report"], "output": reports[0][0], "skipped": True}
+    assert "evaluate" not in _task_states(stack, third)
+    assert len(stages.find_reports(f"{demo.BUCKET}/{run}", model_hash, "quick")) == 1

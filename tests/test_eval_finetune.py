@@ -74,7 +74,9 @@ def test_windows_label_the_answer_tokens(tok):
     ft = FinetuneConfig(squad_max_seq_length=32, doc_stride=8, max_query_length=6)
     feats, offsets = windows(ex, tok, ft)
     assert len(feats) > 1  # the context does not fit one window of 32
-    assert all(len(f["input_ids"]) == 32 for f in feats)
+    assert len(feats[0]["input_ids"]) == 32 and len(feats[-1]["input_ids"]) < 32  # unpadded: the collator pads
+    for f, o in zip(feats, offsets):
+        assert list(f["context_mask"]) == [int(x is not None) for x in o] and f["is_impossible"] == 0
     hits = [(f, o) for f, o in zip(feats, offsets) if f["start_positions"] > 0]
     assert hits, "some window must contain the answer"
     for f, o in hits:

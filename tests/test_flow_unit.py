@@ -144,12 +144,18 @@ class FakeStages:
             ck = manifests.read(arg["--checkpoint"])
             self._derive(out, "model", [arg["--checkpoint"]], step=ck["step"])
         elif module == "evaluation.run":
+            from evaluation.progress import EvalProgress, PlannedRun
+
+            progress = EvalProgress([PlannedRun("sst2", 1, 4, 1.0)])  # the real progress events, as a run logs them
+            progress.start()
+            progress.run("sst2", 1)
+            progress.finish("sst2", 1, {"sst2": {"accuracy": 50.0}}, "accuracy", 1.0)
             report = storage.join(arg["--output"], "reports", "m", f"2026010{self.calls[module]}T000000Z")
             results = {"name": "m", "seeds": 1, "tasks": {"sst2": {"task": "sst2", "primary": "accuracy",
                                                                    "median": {"accuracy": 0.5}, "paper": 91.2}}}
             storage.write_text(storage.join(report, "results.json"), json.dumps(results))
             storage.write_text(storage.join(report, "report.md"), "# report")
-            self._derive(report, "report", [arg["--model"]])
+            self._derive(report, "report", [arg["--model"]], tier=arg["--tier"])
         return 0
 
     def _derive(self, out: str, kind: str, input_uris: list[str], **extra) -> dict:
@@ -263,8 +269,12 @@ def test_stage_artifacts_are_created(harness, fake, tmp_path):
     params["run_name"] = "arts"
     fake()
     electra_pretraining(**params)
-    for key in ("arts-clean", "arts-clean-counters", "arts-pack", "arts-pretrain", "arts-scores", "arts-summary"):
+    for key in ("arts-clean", "arts-clean-counters", "arts-pack", "arts-pretrain", "arts-scores", "arts-summary",
+                "arts-evaluate-progress"):
         assert Artifact.get(key) is not None, key
+    progress = Artifact.get("arts-evaluate-progress")
+    assert progress.type == "progress" and float(progress.data) == 100.0
+    assert "overall ETA" in progress.description
     md = Artifact.get("arts-clean").data
     assert "### clean: ran" in md and "dropped.c4" in md
     table = Artifact.get("arts-clean-counters").data
@@ -299,6 +309,16 @@ def test_report_flow_evaluates_the_newest_checkpoint_once(harness, fake, tmp_pat
     again = glue_squad_report(**report_params)  # no new checkpoint: nothing is redone
     assert all(v["skipped"] for v in again["stages"].values() if v)
     assert f.calls == calls
+
+    # The quick tier is another evaluation of the same model; once done, a model is not evaluated at it again,
+    # even with other settings.
+    quick = {**report_params, "evaluation": {"tier": "quick", "overrides": ["finetune.max_steps=5"]}}
+    first_quick = glue_squad_report(**quick)
+    assert f.calls["evaluation.run"] == calls["evaluation.run"] + 1 and not first_quick["stages"]["report"]["skipped"]
+    quick["evaluation"]["overrides"] = ["finetune.max_steps=7"]
+    again_quick = glue_squad_report(**quick)
+    assert f.calls["evaluation.run"] == calls["evaluation.run"] + 1 and again_quick["stages"]["report"]["skipped"]
+    assert again_quick["stages"]["report"]["output"] == first_quick["stages"]["report"]["output"]
 
 
 def test_launcher_tree_dies_with_the_flow_process(tmp_path):

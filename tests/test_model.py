@@ -16,6 +16,8 @@ from pretraining.model import (
     derived_metrics,
     gumbel_sample,
     mask_tokens,
+    max_picks,
+    pick_positions,
 )
 from pretraining.sizes import SIZES, ModelConfig, electra_tiny, named_size
 
@@ -211,18 +213,41 @@ def test_loss_is_mlm_plus_50_rtd_recomputed_through_transformers(model):
         out = model(ids, am, tt, generator=torch.Generator().manual_seed(11))
         disc, gen = model.to_hf()
         rng = torch.Generator().manual_seed(11)
-        masked_ids, picked = mask_tokens(ids, am, model.cfg, rng)
-        gen_logits = gen(input_ids=masked_ids, attention_mask=am, token_type_ids=tt).logits[picked]
-        mlm = F.cross_entropy(gen_logits, ids[picked])
-        disc_ids = ids.masked_scatter(picked, gumbel_sample(gen_logits, rng))
+        m = pick_positions(ids, am, model.cfg, rng)
+        logits = gen(input_ids=m.masked_ids, attention_mask=am, token_type_ids=tt).logits
+        slot_logits = logits.gather(1, m.slots[:, :, None].expand(-1, -1, logits.shape[-1]))
+        targets = ids.gather(1, m.slots)
+        mlm = F.cross_entropy(slot_logits[m.valid], targets[m.valid])
+        sampled = gumbel_sample(slot_logits, rng)
+        disc_ids = ids.clone()
+        for row, (slots, ok, new) in enumerate(zip(m.slots.tolist(), m.valid.tolist(), sampled.tolist())):
+            for pos, keep, token in zip(slots, ok, new):
+                if keep:
+                    disc_ids[row, pos] = token
         labels = (disc_ids != ids).float()
         d_logits = disc(input_ids=disc_ids, attention_mask=am, token_type_ids=tt).logits
         rtd = F.binary_cross_entropy_with_logits(d_logits[am.bool()], labels[am.bool()])
     assert out.mlm_loss.item() == pytest.approx(mlm.item(), rel=1e-4)
     assert out.rtd_loss.item() == pytest.approx(rtd.item(), rel=1e-4)
     assert out.loss.item() == pytest.approx(mlm.item() + 50.0 * rtd.item(), rel=1e-4)
-    assert int(out.metrics["masked"]) == int(picked.sum())
+    assert int(out.metrics["masked"]) == int(m.picked.sum()) == int(m.valid.sum())
     assert int(out.metrics["replaced"]) == int(labels.sum())
+
+
+def test_fixed_slots_cover_exactly_the_picked_positions():
+    """pick_positions: k slots per row, the valid ones are the picked positions (each once), the rest point at
+    unpicked positions; the same draws as mask_tokens."""
+    cfg = tiny()
+    ids, am, _ = make_batch(16, 40)
+    m = pick_positions(ids, am, cfg, torch.Generator().manual_seed(2))
+    masked_ids, picked = mask_tokens(ids, am, cfg, torch.Generator().manual_seed(2))
+    assert torch.equal(masked_ids, m.masked_ids) and torch.equal(picked, m.picked)
+    assert m.slots.shape == m.valid.shape == (16, max_picks(40, cfg.mask_prob))
+    for row in range(16):
+        slots, ok = m.slots[row].tolist(), m.valid[row].tolist()
+        assert len(set(slots)) == len(slots)
+        assert {s for s, v in zip(slots, ok) if v} == set(torch.nonzero(m.picked[row]).flatten().tolist())
+        assert not any(m.picked[row, s] for s, v in zip(slots, ok) if not v)
 
 
 def test_rtd_weight_scales_only_the_discriminator_term():
@@ -292,6 +317,44 @@ def test_training_lowers_the_loss():
     assert all(np.isfinite(losses)) and np.mean(losses[-3:]) < 0.8 * np.mean(losses[:3])
 
 
+def test_forward_and_backward_need_no_host_reads():
+    """The step runs on the meta device, where tensors have shapes but no values: no boolean indexing, .item(),
+    or `if tensor` anywhere in it (each would make the host wait for the device on a GPU)."""
+    m = tiny().build().to("meta")
+    ids = torch.randint(5, VOCAB, (4, 32)).to("meta")
+    am = torch.ones(4, 32, dtype=torch.long, device="meta")
+    out = m(ids, am, torch.zeros_like(am), generator=None)
+    out.loss.backward()
+    assert out.loss.device.type == "meta" and set(out.metrics) == set(METRIC_KEYS)
+    assert m.embeddings.word_embeddings.weight.grad is not None
+
+
+@pytest.mark.slow
+def test_compiled_towers_match_eager():
+    """model.compile_towers compiles both towers in place (parameter names unchanged); traced through dynamo and
+    AOT autograd they give eager's losses and gradients. Inductor's kernels are checked by
+    `benchmarks/train_step.py --modes torch,compile` (a C++/Triton build: minutes on 2 CPU cores)."""
+    torch.manual_seed(0)
+    eager = tiny(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0).build()
+    flagged = tiny(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0, compile_towers=True).build()
+    assert flagged.generator._compiled_call_impl is not None and flagged.discriminator._compiled_call_impl is not None
+    assert eager.generator._compiled_call_impl is None
+    assert list(flagged.state_dict()) == list(eager.state_dict())  # in place: no _orig_mod in the names
+    traced = tiny(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0).build()
+    traced.load_state_dict(eager.state_dict())
+    for tower in (traced.generator, traced.discriminator):
+        tower.compile(backend="aot_eager", dynamic=False, fullgraph=True)  # fullgraph: no graph break allowed
+    ids, am, tt = make_batch()
+    outs = []
+    for m in (eager, traced):
+        out = m(ids, am, tt, generator=torch.Generator().manual_seed(4))
+        out.loss.backward()
+        outs.append((out, m.embeddings.word_embeddings.weight.grad.clone()))
+    (a, ga), (b, gb) = outs
+    assert torch.allclose(a.loss, b.loss, rtol=1e-5) and torch.equal(a.metrics["masked"], b.metrics["masked"])
+    assert torch.allclose(ga, gb, rtol=1e-4, atol=1e-6)
+
+
 # ----------------------------------------------------------------------------- export
 def test_to_hf_matches_the_model(model):
     ids, am, tt = make_batch()
@@ -355,6 +418,25 @@ def test_bf16_autocast_on_gpu_tracks_fp32():
             out = m(ids, am, tt, generator=torch.Generator("cuda").manual_seed(0))
     assert out.mlm_loss.dtype == torch.float32 and torch.isfinite(out.loss)
     assert out.mlm_loss.item() == pytest.approx(ref.mlm_loss.item(), rel=0.05)
+
+
+@pytest.mark.gpu
+def test_training_step_never_waits_for_the_gpu():
+    """torch's sync debug mode turns any host sync inside forward + backward into an error."""
+    if not torch.cuda.is_available():
+        pytest.skip("needs a CUDA device")
+    m = tiny().build().cuda()
+    ids, am, tt = (t.cuda() for t in make_batch())
+    rng = torch.Generator("cuda").manual_seed(0)
+    m(ids, am, tt, generator=rng).loss.backward()  # warm-up: lazy initialisation may sync once
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            out = m(ids, am, tt, generator=rng)
+        out.loss.backward()
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    assert torch.isfinite(out.loss)
 
 
 @pytest.mark.slow

@@ -30,6 +30,12 @@ def earlier_results(output: str, name: str) -> list[dict]:
     return sorted(out, key=lambda r: r.get("created_id") or storage.basename(r["_uri"]))  # the dir name: time order
 
 
+def tier_of(results: dict) -> str:
+    """The tier a report was made at; reports from before tiers existed ran the full recipe."""
+    tier = results.get("tier")
+    return (tier.get("name") if isinstance(tier, dict) else tier) or "full"
+
+
 def primary_score(entry: dict) -> float | None:
     return entry.get("median", {}).get(entry.get("primary", ""))
 

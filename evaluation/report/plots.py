@@ -6,6 +6,7 @@ selectable, and every chart carries `class="plot"` and a `data-plot` name that t
 
 from __future__ import annotations
 
+import math
 from html import escape
 
 _COLORS = ("#2b6cb0", "#a0aec0", "#c05621", "#2f855a")  # ours, paper, then extra series
@@ -14,6 +15,9 @@ _L, _R, _T, _B = 48, 12, 28, 56  # margins: y labels left, x labels below
 
 
 def _nice_max(v: float) -> float:
+    if 0 < v < 1:  # rates, accuracies as fractions: round up within the value's own decade
+        mag = 10 ** math.floor(math.log10(v))
+        return next(m * mag for m in (1, 2, 2.5, 5, 10) if v <= m * mag * (1 + 1e-9))
     for step in (1, 2, 5, 10, 20, 25, 50, 100):
         if v <= step * 10:
             return max(step, step * -(-v // step))
@@ -66,8 +70,10 @@ def bar_chart(name: str, title: str, categories: list[str], series: list[tuple[s
 
 def line_chart(name: str, title: str, points: list[tuple[float, float]], *, reference: float | None = None,
                reference_label: str = "paper", x_label: str = "pretraining step",
-               width: int = 300, height: int = 200) -> str:
-    """Score over pretraining steps; a dashed line marks the paper's score when there is one."""
+               width: int = 300, height: int = 200, markers: bool = True) -> str:
+    """A series against pretraining steps; a dashed line marks a reference (the paper's score) when given.
+
+    `markers=False` draws the line alone (dense curves: hundreds of points)."""
     ys = [y for _, y in points] + ([reference] if reference is not None else [])
     ymin = min(0.0, min(ys, default=0.0))
     ymax = _nice_max(max(ys, default=1.0)) if ys else 1.0
@@ -89,7 +95,7 @@ def line_chart(name: str, title: str, points: list[tuple[float, float]], *, refe
     if len(coords) > 1:
         path = " ".join(f"{x:.1f},{y:.1f}" for x, y in coords)
         out.append(f'<polyline class="series" points="{path}" fill="none" stroke="{_COLORS[0]}" stroke-width="2"/>')
-    for (x, y), (cx, cy) in zip(points, coords):
+    for (x, y), (cx, cy) in zip(points, coords) if markers or len(points) == 1 else ():
         out.append(f'<circle class="point" cx="{cx:.1f}" cy="{cy:.1f}" r="3.5" fill="{_COLORS[0]}">'
                    f'<title>step {x:g}: {y:.2f}</title></circle>')
     for x in sorted(set(xs)) if len(set(xs)) <= 6 else (xmin, xmax):
