@@ -44,11 +44,14 @@ def _transient(task, task_run, state) -> bool:
 
 
 def _resumable(task, task_run, state) -> bool:
-    """Retry a launcher that crashed or was preempted (it resumes); not one that refused its config (exit 2)."""
+    """Retry a launcher that crashed or was preempted (it resumes); not one that refused its config (exit 2)
+    or stopped on a non-finite loss (exit 3: the same recipe would diverge the same way)."""
+    from pretraining.launch import DIVERGED_EXIT
+
     try:
         state.result()
     except stages.StageError as exc:
-        return exc.returncode != 2
+        return exc.returncode not in (2, DIVERGED_EXIT)
     except Exception:  # noqa: BLE001
         return True
     return False
@@ -191,7 +194,43 @@ def pretrain_stage(spec: RunSpec, pack_out: dict) -> dict:
                                     f"under {spec.pretrain_uri}/checkpoints")
         return done
 
-    return cached_stage(spec, "pretrain", _pretrain_config(spec), [pack_out], run)
+    try:
+        return cached_stage(spec, "pretrain", _pretrain_config(spec), [pack_out], run)
+    finally:  # a run stopped by a non-finite loss is exactly when its health record matters
+        try:
+            training_artifacts(spec)
+        except Exception as exc:  # noqa: BLE001 - a missing artifact must not hide the stage's own outcome
+            logger.warning("pretrain: no validation/health artifacts: %s", exc)
+
+
+def training_artifacts(spec: RunSpec) -> None:
+    """Pretraining's held-out validation at each checkpoint (a table) and its training-health warnings
+    (markdown), from the run's metrics.jsonl (pretraining/metrics.py)."""
+    from pretraining.metrics import HEALTH, VALIDATION, read_records
+
+    uri = storage.join(spec.pretrain_uri, "metrics.jsonl")
+    validation = {r["step"]: r for r in read_records(uri, VALIDATION)}  # a step validated twice: the last wins
+    if validation:
+        keys = ("mlm_loss", "mlm_acc", "disc_loss", "disc_acc", "disc_precision", "disc_recall", "disc_auc")
+        create_table_artifact(
+            table=[{"step": step, **{k: None if r.get(k) is None else round(float(r[k]), 4) for k in keys}}
+                   for step, r in sorted(validation.items())],
+            key=_artifact_key(spec, "pretrain-validation"),
+            description=f"held-out validation at each checkpoint of {spec.run_name}")
+    seen: dict[str, dict] = {}
+    for r in read_records(uri, HEALTH):
+        got = seen.setdefault(r["check"], {"first": r["step"], "last": r["step"], "intervals": 0,
+                                           "message": r["message"]})
+        got["last"], got["intervals"] = r["step"], got["intervals"] + 1
+    if seen:
+        md = [f"### pretraining health of {spec.run_name}: {len(seen)} warning(s)", "",
+              "| warning | first step | last step | intervals | what it means |", "|---|---|---|---|---|"]
+        md += [f"| **{c}** | {v['first']} | {v['last']} | {v['intervals']} | {v['message']} |" for c, v in seen.items()]
+    else:
+        md = [f"### pretraining health of {spec.run_name}: no warnings", "",
+              "No non-finite loss, loss spike, stalled generator or discriminator, or collapsed task."]
+    create_markdown_artifact(markdown="\n".join(md), key=_artifact_key(spec, "pretrain-health"),
+                             description=f"training-health warnings of {spec.run_name}")
 
 
 _STEP = re.compile(r"\bstep[ =:]+(\d+)")

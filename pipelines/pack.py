@@ -5,7 +5,10 @@
         [Beam options: --runner, --direct_num_workers, ...]
 
 Writes shards/part-00000-of-00004.bin and its siblings (as many as the corpus needs at --shard-mb) (uint16 rows [examples, seq_len]) and, last,
-manifest.json (pipelines/packformat.py). See docs/tokenizer_and_packing.md.
+manifest.json (pipelines/packformat.py). `--tokenizer` is a `pipelines.train_tokenizer` output or an
+existing HF tokenizer: a directory with tokenizer.json, a WordPiece vocab.txt, or a hub id such as
+google/electra-base-discriminator (continued pretraining keeps the published vocabulary; its special
+ids go into the manifest). See docs/tokenizer_and_packing.md.
 """
 
 from __future__ import annotations
@@ -24,7 +27,8 @@ def parse(argv: list[str] | None = None) -> tuple[PackConfig, list[str]]:
     ap = argparse.ArgumentParser(prog="python -m pipelines.pack", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--input", required=True, help="documents output of pipelines.clean")
-    ap.add_argument("--tokenizer", required=True, help="output of pipelines.train_tokenizer")
+    ap.add_argument("--tokenizer", required=True,
+                    help="output of pipelines.train_tokenizer, or an HF tokenizer dir / vocab.txt / hub id")
     ap.add_argument("--output", required=True, help="pack directory (local or s3://)")
     ap.add_argument("--max-seq-length", type=int, default=PackConfig.max_seq_length)
     ap.add_argument("--seed", type=int, default=PackConfig.seed)

@@ -13,9 +13,11 @@ request, without downloading the shard.
 
 Manifest fields beyond the common ones (common/manifest.py):
     format: "electra-pack-v1", dtype: "uint16"|"uint32", seq_len, vocab_size,
-    special_ids: {pad, unk, cls, sep, mask}, tokenizer: {uri, manifest_hash, spm_sha256},
+    special_ids: {pad, unk, cls, sep, mask} (the tokenizer's own),
+    tokenizer: {uri, kind, manifest_hash, spm_sha256 | sha256, source},
     padding_fraction, seed, shards: [{path, examples, tokens, sha256, bytes}]
 Written by `pipelines.pack`; semantics of the examples in docs/tokenizer_and_packing.md.
+Readers outside the pipelines use the typed `PackManifest`.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ import dataclasses
 import numpy as np
 
 from common import manifest, storage
+from pipelines.tokenizer.special import SpecialIds
 
 FORMAT = "electra-pack-v1"
 SHARDS_DIR = "shards"
@@ -58,21 +61,68 @@ class ShardInfo:
     sha256: str
 
 
+@dataclasses.dataclass(frozen=True)
+class TokenizerRef:
+    """The tokenizer a pack was encoded with."""
+
+    uri: str  # its files: a pipelines.train_tokenizer output, or the pack's own copy of an HF tokenizer
+    kind: str  # "sentencepiece" (this project's) or "hf" (an existing HF tokenizer, e.g. ELECTRA's WordPiece)
+    manifest_hash: str | None  # the tokenizer output's manifest; None for an HF tokenizer (it has none)
+    sha256: str  # of spm.model, or of the HF tokenizer's tokenizers JSON
+    source: str  # what the pack job was given (an HF directory or hub id); the uri for sentencepiece
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TokenizerRef":
+        kind = d.get("kind", "sentencepiece")  # packs written before HF tokenizers were accepted
+        return cls(uri=d.get("uri", ""), kind=kind, manifest_hash=d.get("manifest_hash"),
+                   sha256=d.get("spm_sha256") or d.get("sha256", ""), source=d.get("source") or d.get("uri", ""))
+
+
+@dataclasses.dataclass(frozen=True)
+class PackManifest:
+    """What the trainer and the export read from a pack manifest, typed."""
+
+    uri: str
+    manifest_hash: str
+    seq_len: int
+    vocab_size: int
+    special_ids: SpecialIds
+    tokenizer: TokenizerRef
+    shards: tuple[ShardInfo, ...]
+    raw: dict  # the manifest itself, for lineage (input_ref) and the data loader
+
+    @classmethod
+    def from_dict(cls, uri: str, m: dict) -> "PackManifest":
+        if m.get("format") != FORMAT:
+            raise manifest.ManifestError(f"{uri}: pack format {m.get('format')!r}, expected {FORMAT!r}")
+        shards = tuple(ShardInfo(storage.join(uri, s["path"]), int(s["examples"]), int(s["tokens"]), s["sha256"])
+                       for s in m["shards"])
+        return cls(uri=uri, manifest_hash=m["manifest_hash"], seq_len=int(m["seq_len"]),
+                   vocab_size=int(m["vocab_size"]), special_ids=SpecialIds.from_dict(m["special_ids"]),
+                   tokenizer=TokenizerRef.from_dict(m.get("tokenizer") or {}), shards=shards, raw=m)
+
+    @classmethod
+    def read(cls, uri: str, settings: storage.StorageSettings | None = None) -> "PackManifest":
+        return cls.from_dict(uri, manifest.read(uri, kind="pack", settings=settings))
+
+    @property
+    def num_examples(self) -> int:
+        return sum(s.examples for s in self.shards)
+
+
 class PackReader:
     """Random access to the examples of a finished pack, local or s3://."""
 
     def __init__(self, output: str, settings: storage.StorageSettings | None = None):
         self.output = output
         self.settings = settings
-        self.manifest = manifest.read(output, kind="pack", settings=settings)
-        if self.manifest.get("format") != FORMAT:
-            raise manifest.ManifestError(f"{output}: pack format {self.manifest.get('format')!r}, expected {FORMAT!r}")
-        self.seq_len: int = int(self.manifest["seq_len"])
+        self.pack = PackManifest.read(output, settings)
+        self.manifest = self.pack.raw
+        self.seq_len: int = self.pack.seq_len
         self.dtype = np.dtype(self.manifest["dtype"]).newbyteorder("<")
-        self.vocab_size: int = int(self.manifest["vocab_size"])
-        self.special_ids: dict[str, int] = dict(self.manifest["special_ids"])
-        self.shards = [ShardInfo(storage.join(output, s["path"]), int(s["examples"]), int(s["tokens"]), s["sha256"])
-                       for s in self.manifest["shards"]]
+        self.vocab_size: int = self.pack.vocab_size
+        self.special_ids: dict[str, int] = self.pack.special_ids.as_dict()
+        self.shards = list(self.pack.shards)
 
     @property
     def num_examples(self) -> int:

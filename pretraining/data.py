@@ -56,8 +56,9 @@ def check_compatible(pack: dict, model_cfg, *, pack_uri: str = "pack", expected_
     if int(pack["seq_len"]) > max_pos:
         problems.append(f"seq_len {pack['seq_len']} > model.max_position_embeddings {max_pos}")
     tok = pack.get("tokenizer") or {}
-    if expected_tokenizer and tok.get("manifest_hash") != expected_tokenizer:
-        problems.append(f"tokenizer: pack was built with tokenizer {tok.get('manifest_hash')!r}, "
+    built_with = tok.get("manifest_hash") or tok.get("sha256")  # an HF tokenizer has no manifest: its JSON's hash
+    if expected_tokenizer and built_with != expected_tokenizer:
+        problems.append(f"tokenizer: pack was built with tokenizer {built_with!r}, "
                         f"the run expects {expected_tokenizer!r} (data.tokenizer_hash)")
     if tok.get("uri") and manifests.exists(tok["uri"], settings):
         tm = manifests.read(tok["uri"], kind="tokenizer", settings=settings)
@@ -382,5 +383,6 @@ def check_resume_point(point: dict, loader: PackLoader, pack_manifest: dict) -> 
     theirs = tuple(point.get(k) for k in names)
     if mine != theirs:
         raise DataMismatchError(f"the checkpoint's data order ({', '.join(names)}) {theirs} differs from this "
-                                f"run's {mine}; keep seed, data.block_examples and data.window_blocks (0 means "
-                                "train_batch) unchanged when resuming")
+                                f"run's {mine}; keep seed, data.block_examples, data.window_blocks (0 means "
+                                "train_batch) and data.validation_examples (it sets epoch_examples) unchanged when "
+                                "resuming")

@@ -5,7 +5,8 @@ r"""Export a pretraining checkpoint as Hugging Face models, in safetensors, with
 
 `--checkpoint` is a step directory, or a run / checkpoints directory (its newest complete
 checkpoint). Writes OUTPUT/discriminator (ElectraForPreTraining, the model to fine-tune),
-OUTPUT/generator (ElectraForMaskedLM), each with the pack's tokenizer files, and
+OUTPUT/generator (ElectraForMaskedLM), each with the tokenizer files the pack was made with
+(a pipelines.train_tokenizer output, or the HF tokenizer the pack job copied), and
 OUTPUT/manifest.json (kind "model") last. The ZeRO partitions are consolidated to fp32
 with DeepSpeed's zero_to_fp32, on CPU, without a launcher.
 """
@@ -21,6 +22,7 @@ from pathlib import Path
 
 from common import manifest as manifests
 from common import storage
+from pipelines.packformat import PackManifest
 from pretraining import checkpoint as ckpt
 
 log = logging.getLogger("pretraining.export")
@@ -41,27 +43,30 @@ def consolidated_state_dict(step_dir: str, work: str) -> dict:
     return get_fp32_state_dict_from_zero_checkpoint(local_root, tag=tag)
 
 
-def tokenizer_uri(ckpt_manifest: dict) -> tuple[str, dict, dict]:
-    """(tokenizer dir, pack manifest, pack input ref) from a checkpoint's lineage."""
-    pack_ref = next(i for i in ckpt_manifest["inputs"] if i.get("kind") == "pack")
-    pack = manifests.read(pack_ref["uri"], kind="pack")
-    if pack["manifest_hash"] != pack_ref["manifest_hash"]:
-        raise manifests.ManifestError(f"the pack at {pack_ref['uri']} changed since training "
-                                      f"({pack['manifest_hash'][:12]} != {pack_ref['manifest_hash'][:12]})")
-    return pack["tokenizer"]["uri"], pack, pack_ref
+def trained_pack(cm: ckpt.CheckpointManifest) -> PackManifest:
+    """The pack a checkpoint was trained on, refused if it changed since (its tokenizer is what gets exported)."""
+    ref = cm.pack
+    pack = PackManifest.read(ref["uri"])
+    if pack.manifest_hash != ref["manifest_hash"]:
+        raise manifests.ManifestError(f"the pack at {ref['uri']} changed since training "
+                                      f"({pack.manifest_hash[:12]} != {ref['manifest_hash'][:12]})")
+    return pack
 
 
 def export(checkpoint: str, output: str) -> dict:
     """Write the HF directories and the model manifest; returns the manifest."""
     from pretraining.config import config_from_dict
 
-    step_dir, m = ckpt.resolve(checkpoint)
-    cfg = config_from_dict(m["config"])
-    tok_uri, pack, pack_ref = tokenizer_uri(m)
+    cm = ckpt.resolve(checkpoint)
+    cfg = config_from_dict(cm.config)
+    pack = trained_pack(cm)
+    # This project's tokenizer output, or the pack's copy of the HF tokenizer it was packed with (ELECTRA's
+    # WordPiece vocabulary for continued pretraining): either way the ids the model was trained on.
+    tok_uri = pack.tokenizer.uri
     tok_files = [f for f in storage.list_files(tok_uri.rstrip("/") + "/")
                  if storage.basename(f) != manifests.MANIFEST_NAME and "/" not in f[len(tok_uri.rstrip("/")) + 1:]]
     with tempfile.TemporaryDirectory(prefix="electra-export-") as work:
-        state = consolidated_state_dict(step_dir, work)
+        state = consolidated_state_dict(cm.uri, work)
         model = cfg.model.build()
         model.load_state_dict(state, strict=True)
         disc, gen = model.to_hf()
@@ -77,15 +82,16 @@ def export(checkpoint: str, output: str) -> dict:
                 files.append({"path": p.relative_to(out_local).as_posix(), "bytes": p.stat().st_size,
                               "sha256": storage.sha256_uri(str(p))})
         storage.upload_dir(out_local, output)
-    inputs = [manifests.input_ref(step_dir, m), pack_ref]
+    inputs = [manifests.input_ref(cm.uri, cm.raw), cm.pack]
     if manifests.exists(tok_uri):
         inputs.append(manifests.input_ref(tok_uri, manifests.read(tok_uri, kind="tokenizer")))
-    out = manifests.build("model", inputs=inputs, config=m["config"], shards=files, step=m["step"],
-                          tokens_seen=m["tokens_seen"], size=cfg.size, seq_len=pack["seq_len"],
-                          vocab_size=cfg.model.vocab_size, architectures={DISCRIMINATOR: "ElectraForPreTraining",
-                                                                          GENERATOR: "ElectraForMaskedLM"})
+    out = manifests.build("model", inputs=inputs, config=cm.config, shards=files, step=cm.step,
+                          tokens_seen=cm.tokens_seen, size=cfg.size, seq_len=pack.seq_len,
+                          vocab_size=cfg.model.vocab_size, special_ids=pack.special_ids.as_dict(),
+                          tokenizer=pack.raw.get("tokenizer"), validation=cm.validation,
+                          architectures={DISCRIMINATOR: "ElectraForPreTraining", GENERATOR: "ElectraForMaskedLM"})
     manifests.write(output, out)
-    log.info("exported %s (step %d) to %s", step_dir, m["step"], output)
+    log.info("exported %s (step %d) to %s", cm.uri, cm.step, output)
     return out
 
 

@@ -16,6 +16,7 @@ from pathlib import Path
 
 TRAIN_SCRIPT = str(Path(__file__).resolve().parent / "train.py")
 PREEMPTED_EXIT = 75  # same as pretraining.trainer.PREEMPTED_EXIT (kept import-free: flows need no torch here)
+DIVERGED_EXIT = 3  # same as pretraining.trainer.DIVERGED_EXIT: a non-finite loss stopped the run
 
 
 def launcher_command(overrides: list[str], *, size: str, ds_config: str, num_gpus: int | None = None,

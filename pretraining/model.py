@@ -49,6 +49,8 @@ class PretrainingOutput(ModelOutput):
     mlm_loss: torch.Tensor = None  # generator cross-entropy, mean over masked positions
     rtd_loss: torch.Tensor = None  # discriminator binary cross-entropy, mean over non-padding positions
     metrics: dict[str, torch.Tensor] = None  # detached int64 counts (METRIC_KEYS); sum, then derived_metrics()
+    disc_logits: torch.Tensor = None  # detached [batch, seq] replaced-token logits: validation's AUC ranks them
+    replaced: torch.Tensor = None  # bool [batch, seq]: the discriminator's labels (padding False)
 
 
 class TiedWordEmbeddings(nn.Embedding):
@@ -330,7 +332,7 @@ class ElectraPretrainingModel(nn.Module):
             }
         metrics = {k: v.detach().to(torch.int64) for k, v in metrics.items()}
         return PretrainingOutput(loss=mlm_loss + cfg.rtd_weight * rtd_loss, mlm_loss=mlm_loss, rtd_loss=rtd_loss,
-                                 metrics=metrics)
+                                 metrics=metrics, disc_logits=disc_logits.detach(), replaced=replaced)
 
     # ----- export -------------------------------------------------------------------------------
     @staticmethod

@@ -8,10 +8,12 @@ r"""Pretrain ELECTRA with DeepSpeed. Run through the DeepSpeed launcher, one pro
         --deepspeed ds_configs/cpu.json --config tiny data.pack=PACK run=RUN max_steps=50
 
 `--config` takes a named size (tiny, small, base, large) and `key.sub=value` overrides of
-`pretraining.config.TrainConfig`; `model.vocab_size` defaults to the pack's. Relaunching
+`pretraining.config.TrainConfig`; `model.vocab_size` and the special ids default to the pack's,
+and `init.pretrained=DIR_OR_HUB_ID` starts from a published ELECTRA pair (continued pretraining). Relaunching
 the same command resumes from the newest complete checkpoint under `<run>/checkpoints/`.
 Exit codes: 0 finished, 75 stopped by SIGTERM/SIGINT after writing a checkpoint (relaunch
-to resume), 2 bad config or data. See docs/pretraining.md.
+to resume), 2 bad config or data, 3 stopped by a non-finite loss (the last good checkpoint is
+kept; change the learning rate or warmup, then relaunch). See docs/pretraining.md.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ if __package__ in (None, ""):  # run as a script by the launcher: make the repo 
 
 from common.configs import ConfigError  # noqa: E402
 from common.manifest import ManifestError  # noqa: E402
-from pretraining.config import train_config, with_pack_vocab  # noqa: E402
+from pretraining.config import train_config, with_inputs  # noqa: E402
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -46,8 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         cfg = train_config(size, overrides)
         cfg.require_io()
-        if not any(o.partition("=")[0].strip() == "model.vocab_size" for o in overrides):
-            cfg = with_pack_vocab(cfg)
+        cfg = with_inputs(cfg, overrides)  # vocabulary and special ids from the pack, shapes from init.pretrained
     except (ConfigError, ManifestError) as exc:
         print(f"train.py: config error: {exc}", file=sys.stderr)
         return 2

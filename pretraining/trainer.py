@@ -1,6 +1,10 @@
-"""The pretraining loop under DeepSpeed: build, resume, train, checkpoint, stop cleanly on preemption.
+"""The pretraining loop under DeepSpeed: build, resume, train, validate, checkpoint, stop cleanly.
 
-`run(cfg, ds_config_path)` is what `pretraining/train.py` calls on every rank.
+`run(cfg, ds_config_path)` is what `pretraining/train.py` calls on every rank. The pieces the loop
+only calls live elsewhere: checkpoints (`pretraining.checkpoint.Checkpointer`: load / save),
+held-out validation (`pretraining.validation`), the training-health checks
+(`pretraining.health`), metrics (`pretraining.metrics`), and the published weights a continued
+pretraining run starts from (`pretraining.init_from`).
 
 Determinism: model init, data order, masking and dropout are all functions of
 `cfg.seed`: each micro-step reseeds torch (dropout) and builds the masking
@@ -10,36 +14,38 @@ computes exactly the steps the uninterrupted run would have.
 Preemption: SIGTERM/SIGINT only set a flag. At each step boundary the ranks
 all-reduce the flag, so they all stop after the same step, save a checkpoint and
 exit with PREEMPTED_EXIT (75, EX_TEMPFAIL): "relaunch the same command to resume".
+
+Divergence: a non-finite loss or gradient norm (the same all-reduced values on every rank)
+stops the run at once with DIVERGED_EXIT (3) and a message saying what to change; nothing
+is saved, so the newest checkpoint is the last good one. A checkpoint is never written from
+non-finite weights either.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import logging
 import os
-import random
-import shutil
 import signal
-import tempfile
 import warnings
 
-import numpy as np
 import torch
 
 from common import manifest as manifests
-from common import storage
 from pretraining import checkpoint as ckpt
 from pretraining import data as datalib
-from pretraining import optim
-from pretraining.config import TrainConfig
+from pretraining import health, init_from, optim
+from pretraining.config import TrainConfig, paper_setting_warnings
 from pretraining.metrics import MetricsLogger, flops_per_token, peak_flops
 from pretraining.model import METRIC_KEYS
+from pretraining.seeding import mix_seed, seed_everything  # noqa: F401  (mix_seed: part of this module's API)
+from pretraining.validation import HeldOut, Validator
 
 log = logging.getLogger("pretraining.train")
 
 PREEMPTED_EXIT = 75  # EX_TEMPFAIL: a checkpoint was written on SIGTERM/SIGINT; relaunch to resume
+DIVERGED_EXIT = 3  # the loss went non-finite: nothing saved; change the recipe, then relaunch (it resumes)
 _BATCH_KEYS = ("train_batch_size", "train_micro_batch_size_per_gpu", "gradient_accumulation_steps",
                "gradient_clipping")
 
@@ -49,18 +55,6 @@ class TrainError(RuntimeError):
 
 
 # ----------------------------------------------------------------------------- setup helpers
-
-
-def mix_seed(*parts: int) -> int:
-    """A 63-bit seed from integers; nearby inputs give unrelated seeds."""
-    h = hashlib.blake2b(b",".join(str(int(p)).encode() for p in parts), digest_size=8).digest()
-    return int.from_bytes(h, "little") & ((1 << 63) - 1)
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % (1 << 32))
-    torch.manual_seed(seed)
 
 
 def build_ds_config(path: str, cfg: TrainConfig, *, world: int, on_cpu: bool) -> dict:
@@ -95,6 +89,13 @@ def build_ds_config(path: str, cfg: TrainConfig, *, world: int, on_cpu: bool) ->
                     "trains in fp32", path)
     if fp16:
         warnings.warn("fp16 with loss scaling is supported by DeepSpeed but this project tunes for bf16")
+    stage = int(ds.get("zero_optimization", {}).get("stage", 0))
+    if bf16 and stage >= 1 and "grad_accum_dtype" not in ds.get("data_types", {}):
+        # DeepSpeed accumulates micro-batch gradients in the model's dtype unless told otherwise; in bf16
+        # (8 mantissa bits) the sum of many small micro-batch gradients loses their low bits. ZeRO 1-3 keep an
+        # fp32 accumulation buffer when asked (without ZeRO, DeepSpeed refuses the mix). An explicit
+        # "grad_accum_dtype" in the ds_config is respected.
+        ds.setdefault("data_types", {})["grad_accum_dtype"] = "fp32"
     offload = ds.get("zero_optimization", {}).get("offload_optimizer", {}).get("device", "none") != "none"
     ds["optimizer"] = optim.ds_optimizer_section(cfg.optim, on_cpu=on_cpu, offload=offload)
     ds.setdefault("steps_per_print", 10**9)  # our own progress line replaces DeepSpeed's
@@ -157,23 +158,22 @@ class Trainer:
         self.ds_config = build_ds_config(ds_config_path, cfg, world=self.world, on_cpu=self.on_cpu)
 
         self.reader = datalib.PackReader(cfg.data.pack)
-        self.pack = self.reader.manifest
-        datalib.check_compatible(self.pack, cfg.model, pack_uri=cfg.data.pack,
+        self.pack = self.reader.pack
+        datalib.check_compatible(self.pack.raw, cfg.model, pack_uri=cfg.data.pack,
                                  expected_tokenizer=cfg.data.tokenizer_hash)
         self.seq_len = self.reader.seq_len
-
-        self.root = ckpt.checkpoints_root(cfg.run)
-        self.remote = storage.is_s3(cfg.run)
-        default_staging = os.path.join(tempfile.gettempdir(), "electra-staging-" + manifests.config_hash(cfg.run)[:12])
-        self.staging = cfg.checkpoint.staging or (default_staging if self.remote else cfg.run)
-        self.stage_root = os.path.join(self.staging, ckpt.CHECKPOINTS) if self.remote else self.root
-        self.log_dir = self.staging if self.remote else cfg.run
+        if self.rank == 0:
+            for line in paper_setting_warnings(cfg, self.seq_len):
+                log.warning(line)
+        self.held = HeldOut.from_pack([s.examples for s in self.pack.shards], cfg.data.validation_examples)
 
         seed_everything(cfg.seed)
         stage = int(self.ds_config.get("zero_optimization", {}).get("stage", 0))
         # Under ZeRO-3 each rank materialises only its partition, so a model larger than one device still builds.
         with deepspeed.zero.Init(config_dict_or_path=self.ds_config, enabled=stage == 3):
             model = cfg.model.build()
+        if cfg.init.pretrained:  # before initialize: the optimizer's fp32 master copies are taken from these
+            init_from.load_into(model, cfg.init, rank=self.rank, dist=dist)
         self.engine, *_ = deepspeed.initialize(
             model=model, model_parameters=optim.param_groups(model, cfg.optim.weight_decay), config=self.ds_config,
             lr_scheduler=optim.scheduler_factory(cfg.schedule, cfg.max_steps))
@@ -183,121 +183,40 @@ class Trainer:
         self.loader = datalib.PackLoader(
             self.reader, seed=cfg.seed, micro_batch=cfg.data.micro_batch, grad_accum=self.accum, rank=self.rank,
             world=self.world, block_examples=cfg.data.block_examples, window_blocks=cfg.data.window_blocks,
-            prefetch_steps=cfg.data.prefetch_steps, workers=cfg.data.workers)
+            prefetch_steps=cfg.data.prefetch_steps, workers=cfg.data.workers, ranges=self.held.train_ranges())
+        self.validator = Validator(self.reader, self.held, rank=self.rank, world=self.world,
+                                   micro_batch=cfg.data.micro_batch, seed=cfg.seed,
+                                   device=self.device) if self.held.count else None
+        self.checkpointer = ckpt.Checkpointer(
+            cfg.checkpoint, cfg.run, engine=self.engine, dist=dist, rank=self.rank, local_rank=self.local_rank,
+            world=self.world, device=self.device,
+            static=dict(inputs=[manifests.input_ref(cfg.data.pack, self.pack.raw)], config=cfg,
+                        ds_config=self.ds_config, size=cfg.size, seq_len=self.seq_len,
+                        validation_split={"examples": self.held.count, "held_per_shard": list(self.held.held)}))
+        self.log_dir = self.checkpointer.log_dir
 
-    # ----- checkpoints --------------------------------------------------------------------------
-    def _all_ok(self, ok: bool) -> bool:
-        t = torch.tensor([1 if ok else 0], dtype=torch.int64, device=self.device)  # NCCL reduces device tensors only
-        self.dist.all_reduce(t, op=self.dist.ReduceOp.MIN)
-        return bool(t.item())
-
+    # ----- resume -------------------------------------------------------------------------------
     def resume(self) -> _State:
-        if not self.cfg.checkpoint.resume:
+        """The newest complete checkpoint (it wins over init.pretrained), or step 0."""
+        try:
+            m = self.checkpointer.load(
+                check=lambda m: datalib.check_resume_point(m.data, self.loader, self.pack.raw))
+        except ckpt.CheckpointError as exc:
+            raise TrainError(str(exc)) from None
+        if m is None:
             return _State()
-        cands = [None]
-        if self.rank == 0:
-            cands = [[(u, m) for u, m in ckpt.candidates(self.root, "size")]]
-        self.dist.broadcast_object_list(cands, src=0)
-        for uri, m in cands[0]:
-            name = storage.basename(uri)
-            if m.get("world_size") != self.world:
-                raise TrainError(f"{uri} was written by {m.get('world_size')} ranks, this run has {self.world}: "
-                                 "ZeRO partitions are per rank. Resume with the same number of ranks.")
-            ok = self._fetch_own(uri, m)
-            if not self._all_ok(ok):
-                if self.rank == 0:
-                    log.warning("skipping checkpoint %s: a file is missing or failed its sha256 check", uri)
-                continue
-            point = m["data"]
-            datalib.check_resume_point(point, self.loader, self.pack)
-            self.engine.load_checkpoint(self.stage_root, tag=name)
-            if self.remote:
-                self.dist.barrier()  # every rank of the node has read the staged copy
-                shutil.rmtree(os.path.join(self.stage_root, name), ignore_errors=True)
-            if self.rank == 0:
-                log.info("resumed from %s (step %d, %d tokens seen)", uri, m["step"], m["tokens_seen"])
-                if self.remote:
-                    self._fetch_logs()
-            return _State(step=int(m["step"]), cursor=int(point["cursor"]), tokens_seen=int(m["tokens_seen"]))
-        if self.rank == 0:
-            log.info("no complete checkpoint under %s: starting from step 0", self.root)
-        return _State()
+        self._schedule_from_config()
+        return _State(step=m.step, cursor=int(m.data["cursor"]), tokens_seen=m.tokens_seen)
 
-    def _fetch_own(self, uri: str, m: dict) -> bool:
-        """Download (S3) and verify the files this rank loads; False if any is corrupt.
-
-        Every rank reaches the barrier whatever it found, so a bad file cannot leave the others waiting.
-        """
-        name = storage.basename(uri)
-        local = os.path.join(self.stage_root, name)
-        ok = True
-        for f in m["shards"]:
-            if not ckpt.needed_by(f["path"], self.rank):
-                continue
-            # Shared files are fetched once per node (by local rank 0); everyone verifies their own.
-            if ckpt.owner_rank(f["path"]) is None and self.local_rank != 0:
-                continue
-            path = os.path.join(local, f["path"])
-            try:
-                if self.remote:
-                    storage.download_file(storage.join(uri, f["path"]), path)
-                if self.cfg.checkpoint.verify == "sha256" and storage.sha256_uri(path) != f["sha256"]:
-                    log.warning("rank %d: %s does not match its sha256", self.rank, path)
-                    ok = False
-            except (FileNotFoundError, storage.StorageError) as exc:
-                log.warning("rank %d: cannot read %s: %s", self.rank, path, exc)
-                ok = False
-            if not ok:
-                break
-        self.dist.barrier()
-        return ok
-
-    def _fetch_logs(self) -> None:
-        for rel in ("metrics.jsonl",):
-            src = storage.join(self.cfg.run, rel)
-            if storage.exists(src):
-                storage.download_file(src, os.path.join(self.log_dir, rel))
-
-    def save(self, state: _State) -> str:
-        name = ckpt.tag(state.step)
-        dest = storage.join(self.root, name)
-        if self.rank == 0:  # re-saving a step (after resuming past a corrupt one): unmark it while it is rewritten
-            storage.delete(manifests.manifest_uri(dest))
-        self.engine.save_checkpoint(self.stage_root, tag=name, save_latest=False)
-        self.dist.barrier()
-        local = os.path.join(self.stage_root, name)
-        mine = ckpt.file_entries(local, self.rank) if os.path.isdir(local) else []
-        if self.remote:
-            for f in mine:
-                storage.upload_file(os.path.join(local, f["path"]), storage.join(dest, f["path"]))
-        gathered = [None] * self.world
-        self.dist.all_gather_object(gathered, mine)
-        if self.rank == 0:
-            files = sorted((f for part in gathered for f in part), key=lambda f: f["path"])
-            m = manifests.build(
-                "checkpoint", inputs=[manifests.input_ref(self.cfg.data.pack, self.pack)], config=self.cfg,
-                shards=files, step=state.step, tokens_seen=state.tokens_seen,
-                examples_seen=state.cursor, data=datalib.resume_point(self.loader, state.cursor, self.pack),
-                world_size=self.world, ds_config=self.ds_config, size=self.cfg.size, seq_len=self.seq_len,
-                tag=name)
-            manifests.write(dest, m)  # last: the completion marker
-            if self.remote:
-                self.metrics.flush()
-                self._upload_logs()
-            ckpt.prune(self.root, self.cfg.checkpoint.keep_last)
-            log.info("checkpoint %s complete (%d files)", dest, len(files))
-        self.dist.barrier()
-        if self.remote:
-            shutil.rmtree(local, ignore_errors=True)  # uploaded; local disk is for the next one
-        return dest
-
-    def _upload_logs(self) -> None:
-        for sub in ("tensorboard", "metrics.jsonl", "probe.pt", "run_info.json"):
-            src = os.path.join(self.log_dir, sub)
-            if os.path.isdir(src):
-                storage.upload_dir(src, storage.join(self.cfg.run, sub))
-            elif os.path.isfile(src):
-                storage.upload_file(src, storage.join(self.cfg.run, sub))
+    def _schedule_from_config(self) -> None:
+        """After a resume, the lr follows this run's optim.lr, not the checkpoint's: the scheduler state DeepSpeed
+        restores carries the old peak (LambdaLR's base_lrs), so a relaunch with a lower lr would not lower it."""
+        sched = self.engine.lr_scheduler
+        sched.base_lrs = [self.cfg.optim.lr for _ in sched.base_lrs]
+        lrs = [base * f(sched.last_epoch) for base, f in zip(sched.base_lrs, sched.lr_lambdas)]
+        for group, lr in zip(sched.optimizer.param_groups, lrs):
+            group["lr"] = lr
+        sched._last_lr = lrs
 
     # ----- the loop -----------------------------------------------------------------------------
     def _micro_step(self, batch: dict, step: int, micro: int) -> tuple[torch.Tensor, dict]:
@@ -317,14 +236,14 @@ class Trainer:
         self.metrics = MetricsLogger(
             self.log_dir, max_steps=cfg.max_steps, start_step=state.step, every_steps=cfg.logging.every_steps,
             tensorboard=cfg.logging.tensorboard, flops_per_token=flops_per_token(cfg.model, self.seq_len),
-            peak_flops=peak_flops(cfg.logging.peak_flops), enabled=self.rank == 0)
+            peak_flops=peak_flops(cfg.logging.peak_flops, self.world), enabled=self.rank == 0,
+            health=health.HealthMonitor(cfg.health, cfg.schedule.warmup_steps))
         if self.rank == 0:
             self._write_run_info(state)
         if state.step >= cfg.max_steps:
             if self.rank == 0:
                 log.info("the run is already complete (step %d of %d)", state.step, cfg.max_steps)
             return 0
-        last_saved = state.step
         self.engine.train()
         for batch in self.loader.steps(state.step, state.cursor, cfg.max_steps):
             lr = self.engine.get_lr()[0]  # the lr this step's update uses
@@ -336,31 +255,60 @@ class Trainer:
                 red[:3] += stats.double()
                 red[3:-1] += torch.stack([metrics[k] for k in METRIC_KEYS]).double()
             grad_norm = self.engine.get_global_grad_norm()
+            grad_norm = None if grad_norm is None else float(grad_norm)
             red[-1] = 1.0 if self.stop.signum else 0.0
             self.dist.all_reduce(red)
             vals = red.tolist()
             n = self.world * self.accum
+            if not health.finite(vals[0] / n, grad_norm):
+                return self._diverged(batch.step, vals[0] / n, grad_norm)
             counts = {k: vals[3 + i] for i, k in enumerate(METRIC_KEYS)}
             state = _State(step=batch.step, cursor=batch.cursor,
                            tokens_seen=state.tokens_seen + int(counts["disc_tokens"]))
             self.metrics.step(state.step, loss=vals[0] / n, mlm_loss=vals[1] / n, rtd_loss=vals[2] / n, counts=counts,
-                              lr=lr, grad_norm=None if grad_norm is None else float(grad_norm),
-                              positions=cfg.data.train_batch * self.seq_len, tokens_seen=state.tokens_seen)
+                              lr=lr, grad_norm=grad_norm, positions=cfg.data.train_batch * self.seq_len,
+                              tokens_seen=state.tokens_seen)
             preempted = vals[-1] > 0
-            if preempted or state.step % cfg.checkpoint.every_steps == 0 or state.step == cfg.max_steps:
+            last = preempted or state.step == cfg.max_steps
+            if self.checkpointer.due(state.step, last=last):
+                if not self._weights_finite():
+                    return self._diverged(state.step, vals[0] / n, grad_norm, weights=True)
                 if state.step == cfg.max_steps:
                     self.probe(batch.micro[0])
-                self.save(state)
-                last_saved = state.step
+                self._checkpoint(state, last=last, validate=not preempted)
             if preempted:
                 if self.rank == 0:
                     log.warning("stopped by signal after step %d; checkpoint saved; relaunch to resume", state.step)
                 self.metrics.close()
                 return PREEMPTED_EXIT
-        if last_saved != state.step:
-            self.save(state)
         self.metrics.close()
         return 0
+
+    def _checkpoint(self, state: _State, *, last: bool, validate: bool) -> None:
+        """Validate on the held-out split (not on a preemption: the scheduler's grace period is for the
+        checkpoint), then save with the results in the manifest."""
+        result = self.validator.run(self.engine, state.step, self.dist) if (validate and self.validator) else None
+        if result is not None:
+            self.metrics.validation(result)
+        self.checkpointer.save(
+            state.step, last=last, before_upload=self.metrics.flush, tokens_seen=state.tokens_seen,
+            examples_seen=state.cursor, data=datalib.resume_point(self.loader, state.cursor, self.pack.raw),
+            validation=result.record() if result else None)
+
+    def _weights_finite(self) -> bool:
+        """Every rank's parameters (its ZeRO-3 partition) are finite: a checkpoint must never hold a NaN."""
+        ok = all(bool(torch.isfinite(getattr(p, "ds_tensor", p)).all()) for p in self.engine.module.parameters())
+        return ckpt.all_ranks_ok(self.dist, self.device, ok)
+
+    def _diverged(self, step: int, loss: float, grad_norm: float | None, *, weights: bool = False) -> int:
+        """Stop without saving: the newest complete checkpoint stays the last good one."""
+        warning = health.nonfinite_warning(step, loss, grad_norm, self.cfg, self.checkpointer.last, weights=weights)
+        self.metrics.health_stop(warning)
+        if self.rank == 0:
+            log.error("%s", warning.message)
+            self.checkpointer.upload_logs()  # an s3 run's metrics.jsonl gets the record too
+        self.metrics.close()
+        return DIVERGED_EXIT
 
     def probe(self, batch: dict, rows: int = 2, positions: int = 16) -> None:
         """The engine's own logits on a few rows of one batch (probe.pt), so an export can be compared to them.
@@ -380,17 +328,26 @@ class Trainer:
                         "generator_logits": gen.float().cpu()}, os.path.join(self.log_dir, "probe.pt"))
 
     def _write_run_info(self, state: _State) -> None:
+        model_dtype, accum_dtype = self.engine.get_data_types()
+        buffer = getattr(self.engine.optimizer, "grad_partitions_flat_buffer", None)  # ZeRO-3's accumulation buffer
         info = {"world_size": self.world, "grad_accum": self.accum, "start_step": state.step,
                 "shared_embeddings": self.embedding_report, "ds_config": self.ds_config,
                 "zero_stage": self.ds_config.get("zero_optimization", {}).get("stage", 0),
-                "params": sum(int(getattr(p, "ds_numel", p.numel())) for p in self.engine.module.parameters())}
+                "params": sum(int(getattr(p, "ds_numel", p.numel())) for p in self.engine.module.parameters()),
+                "model_dtype": str(model_dtype), "grad_accum_dtype": str(accum_dtype),
+                "grad_accum_buffer_dtype": str(buffer.dtype) if buffer is not None else None,
+                "init": dataclasses.asdict(self.cfg.init), "validation_examples": self.held.count,
+                "mfu": (f"against {self.metrics.peak:.3g} FLOP/s ({self.world} ranks)" if self.metrics.peak else
+                        "not recorded: no peak FLOP/s is known for this device; set logging.peak_flops to record it"),
+                "model": dataclasses.asdict(self.cfg.model)}
         os.makedirs(self.log_dir, exist_ok=True)
         with open(os.path.join(self.log_dir, "run_info.json"), "w") as f:
             json.dump(info, f, indent=1, default=str)
 
 
 def run(cfg: TrainConfig, ds_config_path: str) -> int:
-    """Train on this rank; returns the process exit code (0 done, PREEMPTED_EXIT after a signal checkpoint)."""
+    """Train on this rank; returns the process exit code (0 done, PREEMPTED_EXIT after a signal checkpoint,
+    DIVERGED_EXIT after a non-finite loss)."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     trainer = Trainer(cfg, ds_config_path)
     if trainer.rank != 0:

@@ -18,6 +18,7 @@ import random
 import resource
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 import pytest
 
@@ -29,6 +30,7 @@ from pipelines.cleaning.config import (C4Config, CleanConfig, DedupConfig, Gophe
 from pipelines.packing import prose
 from pipelines.packing import transforms as pack_transforms
 from pipelines.packing.config import PackConfig
+from pipelines.packing.encode import SentencePieceEncoder
 from pipelines.packing.run import run as run_pack
 from pipelines.tokenizer.config import TokenizerConfig
 from pipelines.tokenizer.special import SPECIAL_IDS
@@ -162,8 +164,9 @@ def test_clean_and_pack_fit_a_per_call_memory_cap_todays_design_cannot(tmp_path,
         documents.encode_shard(rows)
     # A whole input shard (fewer documents than today's 1/8: if this does not fit, that did not either).
     unit = pack_transforms.Unit(0, m["shards"][0]["path"], 0, len(documents.row_groups(paths[0])))
+    encoder = SentencePieceEncoder(storage.read_bytes(str(tok / "spm.model")), 256, np.dtype("<u2"))
     fn = pack_transforms.PackUnit(PackConfig(input=str(out), tokenizer=str(tok), output=str(tmp_path / "p2")),
-                                  str(out), storage.read_bytes(str(tok / "spm.model")), dict(SPECIAL_IDS), "<u2", None)
+                                  str(out), encoder, dict(SPECIAL_IDS), "<u2", None)
     fn.setup()
     with pytest.raises(MemoryError):
         list(fn.process(unit))

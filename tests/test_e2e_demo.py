@@ -154,9 +154,13 @@ def test_demo_deployment_end_to_end_then_reused(stack):
 
     with temporary_settings({PREFECT_API_URL: stack.api_url}):
         for key in ("e2e-clean", "e2e-clean-counters", "e2e-pack-counters", "e2e-pretrain", "e2e-scores",
-                    "e2e-summary"):
+                    "e2e-summary", "e2e-pretrain-health"):
             assert Artifact.get(key) is not None, key
         assert "kept" in json.dumps(Artifact.get("e2e-clean-counters").data)
+        # The trainer's held-out validation at its checkpoints (every 50 steps and the last), read from S3.
+        validation = json.loads(Artifact.get("e2e-pretrain-validation").data)
+        assert [r["step"] for r in validation] == [50, 60] and all(0 <= r["disc_auc"] <= 1 for r in validation)
+        assert validation[-1]["disc_auc"] > validation[0]["disc_auc"], validation  # the run is still learning
 
     # Second run of the same deployment: every stage reused, the same outputs.
     t1 = time.monotonic()

@@ -178,6 +178,16 @@ class FakeStages:
                                                                      "bytes": step, "sha256": "x"}],
                                 step=step, tokens_seen=step * 100)
             manifests.write(d, m)
+            # What the trainer appends to <run>/metrics.jsonl at a checkpoint (and when a check fires).
+            lines = [{"step": step, "kind": "validation", "examples": 64, "mlm_loss": 7.0 - step / 10,
+                      "mlm_acc": 0.01 * step, "disc_loss": 0.6, "disc_acc": 0.85, "disc_precision": 0.0,
+                      "disc_recall": 0.0, "disc_auc": 0.5 + step / 100}]
+            if step == 10:
+                lines.append({"step": step, "kind": "health", "check": "discriminator_recall_zero", "value": 0.0,
+                              "threshold": 0.0, "message": "discriminator_recall_zero: it flags nothing"})
+            metrics = storage.join(spec.pretrain_uri, "metrics.jsonl")
+            old = storage.read_text(metrics) if storage.exists(metrics) else ""
+            storage.write_text(metrics, old + "".join(json.dumps(x) + "\n" for x in lines))
             if self.crash_at_step is not None and step >= self.crash_at_step:
                 self.crash_at_step = None
                 raise stages.StageError("killed")
@@ -277,6 +287,11 @@ def test_stage_artifacts_are_created(harness, fake, tmp_path):
     assert "overall ETA" in progress.description
     md = Artifact.get("arts-clean").data
     assert "### clean: ran" in md and "dropped.c4" in md
+    # Pretraining's held-out validation per checkpoint, and its training-health warnings.
+    validation = json.loads(Artifact.get("arts-pretrain-validation").data)
+    assert [r["step"] for r in validation] == [5, 10, 15, 20] and validation[-1]["disc_auc"] == 0.7
+    health = Artifact.get("arts-pretrain-health").data
+    assert "1 warning(s)" in health and "| **discriminator_recall_zero** | 10 | 10 | 1 |" in health
     table = Artifact.get("arts-clean-counters").data
     assert "dropped.c4" in json.dumps(table)
 

@@ -102,7 +102,7 @@ def test_manifest_fields(corpus, pack512):
     assert m["seq_len"] == 512 and m["seed"] == 0 and m["vocab_size"] == 8000
     assert m["special_ids"] == SPECIAL_IDS
     tok = manifest.read(corpus["tok"])
-    assert m["tokenizer"] == {"uri": corpus["tok"], "manifest_hash": tok["manifest_hash"],
+    assert m["tokenizer"] == {"uri": corpus["tok"], "kind": "sentencepiece", "manifest_hash": tok["manifest_hash"],
                               "spm_sha256": tok["spm_sha256"]}
     assert [i["manifest_hash"] for i in m["inputs"]] == [manifest.read(corpus["docs"])["manifest_hash"],
                                                          tok["manifest_hash"]]

@@ -62,6 +62,24 @@ def test_ds_config_filled_from_train_config(tmp_path):
         assert "optimizer" not in json.loads((REPO_CONFIGS / name).read_text())
 
 
+def test_bf16_configs_accumulate_gradients_in_fp32(tmp_path):
+    """The shipped bf16 configs say so, and a user's bf16 ZeRO config without a choice gets fp32 accumulation
+    (DeepSpeed's default is the model dtype); an explicit choice, and ZeRO-0 (no fp32 mix there), are left alone."""
+    cfg = train_config("tiny", ["data.train_batch=16", "data.micro_batch=4"])
+    for name in ("zero3.json", "zero3_offload.json", "zero2.json"):
+        shipped = json.loads((REPO_CONFIGS / name).read_text())
+        assert shipped["bf16"]["enabled"] and shipped["data_types"]["grad_accum_dtype"] == "fp32", name
+    assert "data_types" not in build_ds_config(str(REPO_CONFIGS / "cpu.json"), cfg, world=2, on_cpu=True)
+    mine = tmp_path / "mine.json"
+    mine.write_text(json.dumps({"bf16": {"enabled": True}, "zero_optimization": {"stage": 2}}))
+    assert build_ds_config(str(mine), cfg, world=2, on_cpu=False)["data_types"] == {"grad_accum_dtype": "fp32"}
+    mine.write_text(json.dumps({"bf16": {"enabled": True}, "zero_optimization": {"stage": 3},
+                                "data_types": {"grad_accum_dtype": "bf16"}}))
+    assert build_ds_config(str(mine), cfg, world=2, on_cpu=False)["data_types"] == {"grad_accum_dtype": "bf16"}
+    mine.write_text(json.dumps({"bf16": {"enabled": True}}))
+    assert "data_types" not in build_ds_config(str(mine), cfg, world=2, on_cpu=False)
+
+
 def test_gpu_optimizer_choice():
     """GPU: torch's fused AdamW (no nvcc needed) unless asked for DeepSpeed's; ZeRO-Offload: DeepSpeed's CPU Adam."""
     cfg = train_config("tiny", ["data.train_batch=16", "data.micro_batch=4"])

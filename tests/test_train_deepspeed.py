@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import time
 from pathlib import Path
 
 import pytest
@@ -21,16 +19,17 @@ import torch
 from test_train_support import (  # noqa: F401  (real_pack is a fixture)
     deepspeed_cmd,
     free_port,
+    preempt,
     real_pack,
     run_launcher,
     start,
+    train_overrides,
     wait,
-    wait_for_step,
 )
 
 from common import storage
 from pretraining import checkpoint as ckpt
-from pretraining.metrics import read_losses
+from pretraining.metrics import HEALTH, VALIDATION, read_losses, read_records
 
 pytestmark = pytest.mark.integration
 
@@ -40,10 +39,7 @@ GOLDEN_RTOL = 1e-3  # fp32 on CPU: bit-exact on one machine; other CPUs' kernels
 
 
 def overrides(pack: str, run: str, *extra: str) -> list[str]:
-    """model.vocab_size is left to default to the pack's."""
-    return [f"data.pack={pack}", f"run={run}", f"max_steps={STEPS}",
-            "data.train_batch=16", "data.micro_batch=4", "schedule.warmup_steps=4", "optim.lr=2e-3",
-            "checkpoint.every_steps=8", "checkpoint.keep_last=2", "logging.every_steps=8", "seed=1234", *extra]
+    return train_overrides(pack, run, *extra, steps=STEPS, warmup=4, every=8, keep=2, seed=1234)
 
 
 @pytest.fixture(scope="module")
@@ -69,6 +65,34 @@ def test_two_ranks_zero3_loss_falls(reference):
     log = reference["log"].read_text()
     assert f"step {STEPS}/{STEPS} (100.0%)" in log and "gen acc" in log and "tok/s" in log and "ETA" in log
     assert list((reference["run"] / "tensorboard").glob("events.out.tfevents.*"))
+    # Each log interval's line carries its throughput for the report; no peak is known on CPU, so no MFU.
+    assert [s for s in losses if "tokens_per_s" in losses[s]] == [8, 16, 24]
+    assert all(losses[s]["tokens_per_s"] > 0 for s in (8, 16, 24)) and not any("mfu" in r for r in losses.values())
+    assert info["mfu"].startswith("not recorded")
+
+
+def test_validation_at_every_checkpoint_on_held_out_examples(reference, real_pack):
+    """Held-out metrics at each checkpoint (8, 16, 24), in metrics.jsonl and the checkpoint manifest, on examples
+    the run's own order never reaches; and none of the training-health warnings fires on this (golden) run."""
+    from pipelines.packformat import PackReader
+    from pretraining.config import DataConfig
+    from pretraining.data import ExampleOrder
+    from pretraining.validation import HeldOut
+
+    metrics = str(reference["run"] / "metrics.jsonl")
+    val = {r["step"]: r for r in read_records(metrics, VALIDATION)}
+    assert sorted(val) == [8, 16, 24] and all(r["examples"] == 64 for r in val.values())
+    for r in val.values():
+        assert 0 <= r["disc_auc"] <= 1 and 0 <= r["mlm_acc"] <= 1 and r["mlm_loss"] > 0 and r["disc_loss"] > 0
+    assert val[24]["mlm_loss"] < val[8]["mlm_loss"]
+    _, m = ckpt.latest_complete(str(reference["run"]))
+    assert m["validation"] == val[24]
+    held = HeldOut.from_pack([s.examples for s in PackReader(reference["pack"]).shards], 64)
+    assert m["validation_split"] == {"examples": 64, "held_per_shard": list(held.held)}
+    order = ExampleOrder(held.train_ranges(), DataConfig.block_examples, 16, seed=1234)  # window = train_batch
+    trained = set(order.examples(0, STEPS * 16))
+    assert len(trained) == STEPS * 16 and trained.isdisjoint(held.rows())
+    assert read_records(metrics, HEALTH) == [] and "health:" not in reference["log"].read_text()
 
 
 def test_golden_loss_curve(reference, real_pack):
@@ -134,32 +158,19 @@ def test_export_loads_and_matches_engine(reference, real_pack, tmp_path):
     assert enc["input_ids"][0] == 2 and enc["input_ids"].count(3) == 2 and tok.mask_token_id == 4
 
 
-def _wait_group_gone(pgid: int, timeout: float = 120) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            os.killpg(pgid, 0)
-        except ProcessLookupError:
-            return
-        time.sleep(0.2)
-    os.killpg(pgid, signal.SIGKILL)
-    raise AssertionError("ranks did not exit after SIGTERM")
-
-
 def test_sigterm_then_resume_matches_uninterrupted_via_s3(reference, real_pack, s3_bucket, tmp_path):
     """Preempt (SIGTERM to the job's process group, as a scheduler does), relaunch, compare losses; pack and run on S3."""
     pack = f"{s3_bucket}/pack"
     storage.upload_dir(real_pack["pack"], pack)
     run = f"{s3_bucket}/runs/preempted"
     staging = tmp_path / "staging"
+    staging.mkdir()
+    # An earlier run's log left in the staging directory (below step 5, so wait_for_step is not fooled by it).
+    (staging / "metrics.jsonl").write_text('{"step": 2, "kind": "validation", "disc_auc": 0.99}\n')
     cmd = deepspeed_cmd(overrides(pack, run, "checkpoint.every_steps=100",
                                   f"checkpoint.staging={staging}"))
     log1 = tmp_path / "first.log"
-    proc = start(cmd, log1)
-    wait_for_step(staging / "metrics.jsonl", 5, proc, log1)
-    os.killpg(proc.pid, signal.SIGTERM)
-    wait(proc, log1)
-    _wait_group_gone(proc.pid)
+    preempt(cmd, log1, staging / "metrics.jsonl", 5)
     assert "checkpoint saved; relaunch to resume" in log1.read_text(), log1.read_text()[-4000:]
     uri, m = ckpt.latest_complete(run)
     stopped = m["step"]
@@ -176,6 +187,13 @@ def test_sigterm_then_resume_matches_uninterrupted_via_s3(reference, real_pack, 
         assert resumed[step]["loss"] == pytest.approx(reference["losses"][step]["loss"], abs=1e-6), step
     assert ckpt.latest_complete(run)[1]["step"] == STEPS
     assert storage.list_files(f"{run}/tensorboard/")
+    # The held-out metrics at the end equal the uninterrupted run's: same weights, same seeded masking. The one
+    # validation line is this run's: the stale staging log was not continued.
+    (val,) = read_records(str(local), VALIDATION)
+    ref = {r["step"]: r for r in read_records(str(reference["run"] / "metrics.jsonl"), VALIDATION)}[STEPS]
+    assert val["step"] == STEPS and val.keys() == ref.keys()
+    for key, value in ref.items():
+        assert val[key] == (pytest.approx(value, abs=1e-6) if isinstance(value, float) else value), key
 
 
 def test_two_nodes_on_localhost_without_ssh(reference, real_pack, tmp_path):
@@ -249,6 +267,11 @@ def test_gpu_zero3_config_in_bf16_on_cpu(real_pack, tmp_path):
     info = json.loads((run / "run_info.json").read_text())
     assert info["ds_config"]["bf16"]["enabled"] and info["zero_stage"] == 3
     assert info["ds_config"]["zero_optimization"]["stage3_param_persistence_threshold"] == 1_100_000
+    # Micro-batch gradients accumulate in fp32, not bf16: the config as shipped, what the engine reads from it,
+    # and the dtype of ZeRO-3's accumulation buffer itself (grad_accum 2 here).
+    assert info["ds_config"]["data_types"]["grad_accum_dtype"] == "fp32" and info["grad_accum"] == 2
+    assert info["model_dtype"] == "torch.bfloat16" and info["grad_accum_dtype"] == "torch.float32"
+    assert info["grad_accum_buffer_dtype"] == "torch.float32"
     losses = read_losses(str(run / "metrics.jsonl"))
     assert sorted(losses) == list(range(1, steps + 1))
     assert all(torch.isfinite(torch.tensor(r["loss"])) for r in losses.values())

@@ -166,6 +166,16 @@ def real_pack(tmp_path_factory) -> dict:
 # ----------------------------------------------------------------------------- launcher
 
 
+def train_overrides(pack: str, run: str, *extra: str, steps: int, warmup: int, every: int, keep: int,
+                    seed: int) -> list[str]:
+    """The launcher tests' run: 16 sequences a step as 2 ranks x 2 micro-batches of 4, lr 2e-3, 64 held out
+    for validation; model.vocab_size and the special ids are left to default to the pack's."""
+    return [f"data.pack={pack}", f"run={run}", f"max_steps={steps}", "data.train_batch=16", "data.micro_batch=4",
+            f"schedule.warmup_steps={warmup}", "optim.lr=2e-3", f"checkpoint.every_steps={every}",
+            f"checkpoint.keep_last={keep}", f"logging.every_steps={every}", f"seed={seed}",
+            "data.validation_examples=64", *extra]
+
+
 def launcher_env(extra: dict | None = None) -> dict:
     env = dict(os.environ)
     env.update({"DS_ACCELERATOR": "cpu", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
@@ -202,6 +212,19 @@ def run_launcher(cmd: list[str], log: Path, env: dict | None = None, timeout: fl
     return wait(start(cmd, log, env), log, timeout)
 
 
+def wait_group_gone(pgid: int, timeout: float = 120) -> None:
+    """Wait until every process of a launcher's group has exited (ranks outlive the runner after a SIGTERM)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(pgid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.2)
+    os.killpg(pgid, signal.SIGKILL)
+    raise AssertionError("ranks did not exit after SIGTERM")
+
+
 def wait_for_step(metrics: Path, step: int, proc: subprocess.Popen, log: Path, timeout: float = 600) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -213,3 +236,13 @@ def wait_for_step(metrics: Path, step: int, proc: subprocess.Popen, log: Path, t
             raise AssertionError(f"launcher exited {proc.returncode} before step {step}:\n{log.read_text()[-4000:]}")
         time.sleep(0.2)
     raise AssertionError(f"step {step} not reached in {timeout}s")
+
+
+def preempt(cmd: list[str], log: Path, metrics: Path, step: int) -> None:
+    """Launch, wait until `metrics` has `step`, then SIGTERM the job's process group as a scheduler does and wait
+    until every process of it has exited (the launcher saves a checkpoint on the way out)."""
+    proc = start(cmd, log)
+    wait_for_step(metrics, step, proc, log)
+    os.killpg(proc.pid, signal.SIGTERM)
+    wait(proc, log)
+    wait_group_gone(proc.pid)

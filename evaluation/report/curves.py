@@ -1,9 +1,12 @@
 """The run's pretraining curves, read from its `metrics.jsonl` for the report.
 
 The trainer writes one JSON line per optimizer step (pretraining/metrics.py); later versions add
-fields (validation metrics, guardrail warnings). This reader draws whatever numeric fields exist:
-the known ones in a fixed order, then any other number (nested objects flattened as `a/b`), and
-skips lines it cannot read, counting them. Memory is bounded for a 1M-step run: the file is
+fields. This reader draws whatever numeric fields exist: the known ones in a fixed order, then any
+other number (nested objects flattened as `a/b`), and skips lines it cannot read, counting them.
+A line with a "kind" is its own family of curves, prefixed `kind/` (the held-out validation at each
+checkpoint: `validation/disc_auc`, ...), so it never mixes into the per-step training curves of the
+same name; "health" lines are events (a guardrail warning; the flow lists them), not curves.
+Memory is bounded for a 1M-step run: the file is
 streamed and the points are averaged into at most `2 x max_points` step buckets (when there are
 more, neighbouring buckets merge and the bucket width doubles).
 """
@@ -33,7 +36,7 @@ KNOWN = {
     "tokens_per_s": "tokens/s",
     "mfu": "MFU",
 }
-_SKIP = {"step", "tokens_seen", "examples_seen", "time", "timestamp"}  # counters and clocks: not curves
+_SKIP = {"step", "tokens_seen", "examples_seen", "examples", "time", "timestamp"}  # counters and clocks: not curves
 
 
 @dataclasses.dataclass
@@ -48,12 +51,15 @@ class PretrainCurves:
         return KNOWN.get(key, key.replace("_", " "))
 
 
+_EVENTS = {"health"}  # line kinds that are not curves
+
+
 def _numbers(rec: dict, prefix: str = ""):
     for k, v in rec.items():
         key = f"{prefix}{k}"
         if isinstance(v, dict):
             yield from _numbers(v, key + "/")
-        elif isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and key not in _SKIP:
+        elif isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and k not in _SKIP:
             yield key, float(v)
 
 
@@ -69,12 +75,15 @@ def load(uri: str, max_points: int = 300) -> PretrainCurves:
             try:
                 rec = json.loads(line)
                 step = int(rec["step"])
-            except (ValueError, KeyError, TypeError):
+                kind = rec.get("kind")
+            except (ValueError, KeyError, TypeError, AttributeError):
                 bad += 1
+                continue
+            if kind in _EVENTS:
                 continue
             lines += 1
             b = buckets.setdefault(step // width, {})
-            for key, v in _numbers(rec):
+            for key, v in _numbers(rec, f"{kind}/" if kind else ""):
                 acc = b.setdefault(key, [0.0, 0, step])
                 acc[0] += v
                 acc[1] += 1

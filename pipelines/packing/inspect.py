@@ -37,12 +37,36 @@ def summarize(output: str, m: dict) -> dict:
     return out
 
 
-def sample(output: str, m: dict) -> Iterator[dict]:
-    """Examples in shard order, decoded with the tokenizer the manifest names."""
+class _HFPieces:
+    """An HF tokenizer behind the two calls render_example makes (SentencePiece's names for them)."""
+
+    def __init__(self, tok):
+        self.tok = tok
+
+    def decode(self, ids: list[int]) -> str:
+        return self.tok.decode(ids)
+
+    def id_to_piece(self, i: int) -> str:
+        return self.tok.convert_ids_to_tokens(i)
+
+
+def _decoder(ref: packformat.TokenizerRef):
+    if ref.kind == "hf":
+        from transformers import AutoTokenizer
+
+        from common import storage
+
+        with storage.local_copy(ref.uri) as local:
+            return _HFPieces(AutoTokenizer.from_pretrained(local, local_files_only=True))
     from pipelines.tokenizer import load_spm
 
+    return load_spm(ref.uri).processor()
+
+
+def sample(output: str, m: dict) -> Iterator[dict]:
+    """Examples in shard order, decoded with the tokenizer the manifest names."""
     reader = packformat.PackReader(output)
-    sp = load_spm(m["tokenizer"]["uri"]).processor()
+    sp = _decoder(reader.pack.tokenizer)
     sep, pad = reader.special_ids["sep"], reader.special_ids["pad"]
     for shard, info in enumerate(reader.shards):
         for start in range(0, info.examples, 64):

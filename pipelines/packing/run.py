@@ -13,9 +13,12 @@ from common import manifest, storage
 from pipelines import beam as beam_opts
 from pipelines import packformat, sharding
 from pipelines.packing.config import PackConfig
+from pipelines.packing.encode import encoder_for
 from pipelines.packing.transforms import SUMMARY, PackDocuments
-from pipelines.tokenizer import load_spm
-from pipelines.tokenizer.special import SPECIAL_IDS
+from pipelines.tokenizer.load import load_for_pack
+from pipelines.tokenizer.pretrained import HFTokenizer
+
+TOKENIZER_COPY = "tokenizer"  # <pack>/tokenizer/: an HF tokenizer's files, for the export
 
 log = logging.getLogger(__name__)
 
@@ -33,18 +36,22 @@ def run(cfg: PackConfig, beam_args: list[str] | None = None) -> dict:
     paths = [s["path"] for s in docs_manifest["shards"]]
     if not paths:
         raise EmptyInputError(f"{cfg.input} lists no document shards: nothing to pack")
-    tok = load_spm(cfg.tokenizer, settings)  # raises on a wrong hash or missing special tokens
+    # This project's tokenizer output (its hash and special tokens verified) or an existing HF tokenizer.
+    tok = load_for_pack(cfg.tokenizer, settings)
+    specials = tok.special_ids.as_dict()
     dtype = packformat.dtype_for_vocab(tok.vocab_size).str
     work = storage.join(cfg.output, sharding.WORK_DIR) + "/"
 
     # A rerun must never leave an older manifest describing newer (or half-written) shards.
     storage.delete(manifest.manifest_uri(cfg.output), settings)
     storage.delete_prefix(work, settings)
+    storage.delete_prefix(storage.join(cfg.output, TOKENIZER_COPY) + "/", settings)
     storage.abort_stale_uploads(cfg.output.rstrip("/") + "/", settings)
 
+    encoder = encoder_for(tok, cfg.encode_batch_docs, dtype)
     p = beam.Pipeline(options=options)
     _ = (p | "InputShards" >> beam.Create(list(enumerate(paths)))
-         | "Pack" >> PackDocuments(cfg, cfg.input, tok.model_bytes, dict(SPECIAL_IDS), dtype, settings))
+         | "Pack" >> PackDocuments(cfg, cfg.input, encoder, specials, dtype, settings))
     beam_opts.run(p)
 
     try:
@@ -61,9 +68,18 @@ def run(cfg: PackConfig, beam_args: list[str] | None = None) -> dict:
     storage.delete_prefix(work, settings)
 
     examples = counters["examples"]
+    inputs = [manifest.input_ref(cfg.input, docs_manifest)]
+    if isinstance(tok, HFTokenizer):  # no manifest to name: the pack keeps a copy and records its hash
+        copy = storage.join(cfg.output, TOKENIZER_COPY)
+        for name, data in tok.files.items():
+            storage.write_bytes(storage.join(copy, name), data, settings)
+        tokenizer_ref = tok.ref(copy)
+    else:
+        inputs.append(manifest.input_ref(cfg.tokenizer, tok.manifest))
+        tokenizer_ref = tok.ref()
     m = manifest.build(
         "pack",
-        inputs=[manifest.input_ref(cfg.input, docs_manifest), manifest.input_ref(cfg.tokenizer, tok.manifest)],
+        inputs=inputs,
         config=dataclasses.asdict(cfg),
         shards=shards,
         counters=counters,
@@ -71,8 +87,8 @@ def run(cfg: PackConfig, beam_args: list[str] | None = None) -> dict:
         dtype=np.dtype(dtype).name,  # "uint16" | "uint32", always little-endian on disk
         seq_len=cfg.max_seq_length,
         vocab_size=tok.vocab_size,
-        special_ids=dict(SPECIAL_IDS),
-        tokenizer=tok.ref(),
+        special_ids=specials,  # the tokenizer's own: the trainer's model config takes them from here
+        tokenizer=tokenizer_ref,
         padding_fraction=round(counters["padding_tokens"] / (examples * cfg.max_seq_length), 6),
         seed=cfg.seed,
     )

@@ -3,8 +3,8 @@
     input shard j       -> SplitShard: from the Parquet footer alone, its row groups in runs of
                            at most `unit_mb` of text (a larger row group cut into runs of rows):
                            the work units
-    unit                -> PackUnit: read those row groups' text column (UTF-8 bytes); SentencePiece
-                           batch encode (model loaded in setup); pack, with Bling Fire run only on
+    unit                -> PackUnit: read those row groups' text column (UTF-8 bytes); batch encode
+                           (encode.py: SentencePiece or an HF tokenizer, loaded in setup); pack, with Bling Fire run only on
                            windows around each example's middle and end; write the rows as one
                            block under _work/shards/ -> a BlockInfo with the unit's counts
     blocks              -> sharding.WriteShards: laid out in (j, lo) order and cut into shards of
@@ -32,8 +32,9 @@ from apache_beam.metrics import Metrics
 from common import storage
 from pipelines import documents, packformat, sharding
 from pipelines.packing.config import PackConfig
+from pipelines.packing.encode import Encoder
 from pipelines.packing.examples import pack, unit_rng
-from pipelines.packing.segment import WindowSegmenter, stream_text, surface_bytes
+from pipelines.packing.segment import WindowSegmenter
 
 NS = "pack"
 KIND = packformat.SHARDS_DIR
@@ -107,36 +108,20 @@ class _SplitShardFn(beam.DoFn):
 class PackUnit(beam.DoFn):
     """Unit -> its rows, written as one block, and a BlockInfo with its counts.
 
-    Encodes the unit's documents with SentencePiece, `encode_batch_docs` per call, each whole,
-    exactly as `SentencePieceProcessor.encode(text)` and the HF export would, so the pack holds
-    the document's own tokens (line breaks as byte pieces); then packs them, running the
-    segmenter only on the windows of text where an example's A/B split may fall.
+    Encodes the unit's documents, `encode_batch_docs` per call, each whole, exactly as the
+    tokenizer encodes a text (`encode.py`), so the pack holds the document's own tokens; then
+    packs them, running the segmenter only on the windows of text where an example's A/B split
+    may fall.
     """
 
-    def __init__(self, cfg: PackConfig, input_uri: str, model_bytes: bytes, special_ids: dict, dtype: str,
+    def __init__(self, cfg: PackConfig, input_uri: str, encoder: Encoder, special_ids: dict, dtype: str,
                  settings: storage.StorageSettings | None):
         self.cfg, self.input_uri, self.special_ids = cfg, input_uri, special_ids
-        self.model_bytes, self.dtype, self.settings = model_bytes, np.dtype(dtype), settings
+        self.encoder, self.dtype, self.settings = encoder, np.dtype(dtype), settings
         self.counters = {n: Metrics.counter(NS, n) for n in COUNTERS}
 
     def setup(self):
-        import sentencepiece as spm
-
-        self.sp = spm.SentencePieceProcessor(model_proto=self.model_bytes)
-        self.surface = surface_bytes(self.sp)
-
-    def encode(self, texts: list[bytes]) -> tuple[np.ndarray, list[int]]:
-        """Concatenated token ids and per-document lengths; one C++ call (one thread: Beam runs a
-        worker per core) per batch. `encode_as_numpy` gives the ids `encode` would, as int32 arrays:
-        no Python int per token (building those costs a fifth of the encode itself)."""
-        parts, lengths, step = [], [], self.cfg.encode_batch_docs
-        for i in range(0, len(texts), step):
-            encoded = self.sp.encode_as_numpy(texts[i:i + step], num_threads=1)
-            lengths += [len(e) for e in encoded]
-            # Ids < vocab_size, which dtype holds (dtype_for_vocab): the narrowing cast is exact.
-            parts.append(np.concatenate(encoded, dtype=self.dtype, casting="unsafe") if encoded
-                         else np.zeros(0, self.dtype))
-        return (np.concatenate(parts) if parts else np.zeros(0, self.dtype)), lengths
+        self.encoder.setup()
 
     def process(self, unit: Unit):
         texts = documents.read_texts(storage.join(self.input_uri, unit.path), self.settings, range(unit.lo, unit.hi),
@@ -144,12 +129,12 @@ class PackUnit(beam.DoFn):
         docs_read = len(texts)
         # A blank document has no text to learn from; it is counted (docs_empty), not packed.
         texts = [b"" if is_blank(t) else t for t in texts]
-        tokens, lengths = self.encode(texts)
+        enc = self.encoder.encode(texts)
+        del texts
+        tokens, lengths = enc.tokens, enc.lengths
         empty = lengths.count(0)
         doc_ends = np.cumsum([n for n in lengths if n], dtype=np.int64)
-        text, token_starts = stream_text(texts, lengths, tokens, self.surface)
-        del texts
-        sentences = WindowSegmenter(text, token_starts)
+        sentences = WindowSegmenter(enc.text, enc.token_starts)
         rng = unit_rng(self.cfg.seed, unit.key)
         rows, st = pack(tokens, doc_ends, sentences, self.cfg, rng, self.special_ids, self.dtype)
         data = rows.astype(self.dtype.newbyteorder("<"), copy=False).tobytes()
@@ -207,10 +192,10 @@ class _SummaryWriter:
 class PackDocuments(beam.PTransform):
     """(index, path) of every input document shard -> packed shards under cfg.output, and SUMMARY."""
 
-    def __init__(self, cfg: PackConfig, input_uri: str, model_bytes: bytes, special_ids: dict, dtype: str,
+    def __init__(self, cfg: PackConfig, input_uri: str, encoder: Encoder, special_ids: dict, dtype: str,
                  settings: storage.StorageSettings | None):
         super().__init__()
-        self.cfg, self.input_uri, self.model_bytes = cfg, input_uri, model_bytes
+        self.cfg, self.input_uri, self.encoder = cfg, input_uri, encoder
         self.special_ids, self.dtype, self.settings = special_ids, dtype, settings
 
     def expand(self, input_shards):
@@ -219,7 +204,7 @@ class PackDocuments(beam.PTransform):
                   | "SpreadShards" >> beam.Reshuffle()
                   | "SplitShards" >> beam.ParDo(_SplitShardFn(self.input_uri, int(cfg.unit_mb * MB), self.settings))
                   | "SpreadUnits" >> beam.Reshuffle()
-                  | "PackUnits" >> beam.ParDo(PackUnit(cfg, self.input_uri, self.model_bytes, self.special_ids,
+                  | "PackUnits" >> beam.ParDo(PackUnit(cfg, self.input_uri, self.encoder, self.special_ids,
                                                        self.dtype, self.settings)))
         written = blocks | "WriteShards" >> sharding.WriteShards(
             cfg.output, [layout(cfg, self.dtype, self.special_ids)], self.settings)

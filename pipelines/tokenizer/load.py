@@ -6,6 +6,9 @@ A tokenizer directory (local or s3://) holds:
     tokenizer_config.json     so `AutoTokenizer.from_pretrained(dir)` works offline
     special_tokens_map.json
     manifest.json             kind "tokenizer": vocab_size, special_ids, spm_sha256, model_type
+
+`load_for_pack(uri)` is what the pack job calls: such an output, or else an existing HF
+tokenizer (pipelines/tokenizer/pretrained.py: tokenizer.json, a WordPiece vocab.txt, a hub id).
 """
 
 from __future__ import annotations
@@ -13,7 +16,8 @@ from __future__ import annotations
 import dataclasses
 
 from common import manifest, storage
-from pipelines.tokenizer.special import SPECIAL_PIECES, SPECIAL_TOKENS
+from pipelines.tokenizer import pretrained
+from pipelines.tokenizer.special import FIXED, SPECIAL_PIECES, SPECIAL_TOKENS, SpecialIds
 
 SPM_NAME = "spm.model"
 HF_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
@@ -39,9 +43,14 @@ class LoadedTokenizer:
     def vocab_size(self) -> int:
         return int(self.manifest["vocab_size"])
 
+    @property
+    def special_ids(self) -> SpecialIds:
+        return FIXED  # check_special_tokens holds every loaded model to them
+
     def ref(self) -> dict:
         """How a pack manifest names its tokenizer."""
-        return {"uri": self.uri, "manifest_hash": self.manifest["manifest_hash"], "spm_sha256": self.sha256}
+        return {"uri": self.uri, "kind": "sentencepiece", "manifest_hash": self.manifest["manifest_hash"],
+                "spm_sha256": self.sha256}
 
 
 def check_special_tokens(sp, where: str) -> None:
@@ -78,6 +87,20 @@ def load_spm(uri: str, settings: storage.StorageSettings | None = None) -> Loade
     loaded = LoadedTokenizer(uri=uri, manifest=m, model_bytes=data, sha256=sha)
     check_special_tokens(loaded.processor(), uri)
     return loaded
+
+
+def load_for_pack(uri: str, settings: storage.StorageSettings | None = None
+                  ) -> LoadedTokenizer | pretrained.HFTokenizer:
+    """A `pipelines.train_tokenizer` output (it has a manifest), else an existing HF tokenizer.
+
+    Raises TokenizerError with the reason when neither fits.
+    """
+    if manifest.exists(uri, settings):
+        return load_spm(uri, settings)
+    try:
+        return pretrained.load(uri, settings)
+    except pretrained.PretrainedTokenizerError as exc:
+        raise TokenizerError(str(exc)) from None
 
 
 def load_hf(uri: str, settings: storage.StorageSettings | None = None):
