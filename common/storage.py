@@ -547,7 +547,7 @@ def open_write(uri: str, settings: StorageSettings | None = None, part_bytes: in
     """
     if is_s3(uri):
         bucket, key = split_s3(uri)
-        writer = _MultipartWriter(client(settings), bucket, key, uri, part_bytes or PART_BYTES)
+        writer = _MultipartWriter(client(settings), bucket, key, uri, part_bytes or PART_BYTES, settings)
         try:
             yield writer
             writer.finish()
@@ -556,8 +556,14 @@ def open_write(uri: str, settings: StorageSettings | None = None, part_bytes: in
             raise
         return
     path = Path(uri)
-    tmp = _temp_beside(path, data)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        with os.fdopen(fd, "wb") as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; published files get the usual mode
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
@@ -571,7 +577,7 @@ def _temp_beside(path: Path, data: bytes) -> str:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
-            yield f
+            f.write(data)
             f.flush()
             os.fsync(f.fileno())
         os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; published files get the usual mode
@@ -585,10 +591,11 @@ def _temp_beside(path: Path, data: bytes) -> str:
 class _MultipartWriter(io.RawIOBase):
     """Buffers writes into parts of exactly `part_bytes` (the last may be shorter) and uploads each."""
 
-    def __init__(self, s3, bucket: str, key: str, uri: str, part_bytes: int):
+    def __init__(self, s3, bucket: str, key: str, uri: str, part_bytes: int, settings: StorageSettings | None = None):
         if part_bytes < MIN_PART_BYTES:
             raise ValueError(f"S3 multipart parts must be >= {MIN_PART_BYTES} bytes")
         self.s3, self.bucket, self.key, self.uri, self.part_bytes = s3, bucket, key, uri, part_bytes
+        self.settings = settings  # for error messages that name the endpoint (_s3_errors)
         self.buf = bytearray()
         self.upload_id: str | None = None
         self.parts: list[dict] = []
@@ -610,7 +617,7 @@ class _MultipartWriter(io.RawIOBase):
         return n
 
     def _upload(self, data: bytes) -> None:
-        with _s3_errors(self.uri):
+        with _s3_errors(self.uri, self.settings):
             if self.upload_id is None:
                 self.upload_id = self.s3.create_multipart_upload(Bucket=self.bucket, Key=self.key)["UploadId"]
             number = len(self.parts) + 1
@@ -619,7 +626,7 @@ class _MultipartWriter(io.RawIOBase):
         self.parts.append({"ETag": etag, "PartNumber": number})
 
     def finish(self) -> None:
-        with _s3_errors(self.uri):
+        with _s3_errors(self.uri, self.settings):
             if self.upload_id is None:  # smaller than one part: a plain PUT is atomic too
                 self.s3.put_object(Bucket=self.bucket, Key=self.key, Body=bytes(self.buf))
             else:
@@ -646,7 +653,7 @@ def abort_stale_uploads(prefix: str, settings: StorageSettings | None = None, ol
     bucket, key = split_s3(prefix)
     c, n = client(settings), 0
     cutoff = time.time() - older_than_s
-    with _s3_errors(prefix):
+    with _s3_errors(prefix, settings):
         for page in c.get_paginator("list_multipart_uploads").paginate(Bucket=bucket, Prefix=key):
             for up in page.get("Uploads", []):
                 if up["Initiated"].timestamp() <= cutoff:
