@@ -90,8 +90,8 @@ from common import storage
 W = storage._MultipartWriter
 init, upload = W.__init__, W._upload
 
-def small_parts_for_shards(self, s3, bucket, key, uri, part_bytes):
-    init(self, s3, bucket, key, uri, part_bytes)
+def small_parts_for_shards(self, s3, bucket, key, uri, part_bytes, *rest):
+    init(self, s3, bucket, key, uri, part_bytes, *rest)
     if "/shards/part-" in key:  # a final shard goes up in small parts (it never completes: see below)
         self.part_bytes = 64 << 10
 
