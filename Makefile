@@ -41,6 +41,7 @@ demo-stop:
 bench: $(STAMP)
 	$(BIN)/python benchmarks/clean_throughput.py
 	$(BIN)/python benchmarks/pack_throughput.py
+	$(BIN)/python benchmarks/data_scale.py
 	$(BIN)/python benchmarks/loader_throughput.py
 	$(BIN)/python benchmarks/loader_throughput.py --latency-ms 30 --peer-read 512
 	$(BIN)/python benchmarks/train_step.py

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import io
 import json
 import os
 import sys
@@ -36,7 +37,7 @@ from pipelines.cleaning import extract, readers, stages  # noqa: E402
 from pipelines.cleaning.config import CleanConfig  # noqa: E402
 from pipelines.cleaning.minhash import MinHasher  # noqa: E402
 from pipelines.cleaning.normalize import dedup_key  # noqa: E402
-from pipelines.cleaning.transforms import uid  # noqa: E402
+from pipelines.cleaning.records import Tag, key_hash  # noqa: E402
 
 MB = 1 << 20
 
@@ -48,13 +49,13 @@ def plain_loop(files: list[str], cfg: CleanConfig) -> dict:
         s.setup()
     hasher = MinHasher(cfg.dedup)
     read = kept_rules = 0
-    by_text: dict[str, dict] = {}
+    by_text: dict[str, object] = {}
     for f in files:
-        for tag, rec in readers.read_file(f, "warc", cfg.reader):
+        for rec in readers.read_file(f, "warc", cfg.reader):
             read += 1
-            if tag == "html":
-                tag, rec = extract.extract(rec, cfg.reader)
-            if tag != "doc":
+            if rec.tag is Tag.HTML:
+                rec = extract.extract(rec, cfg.reader)
+            if rec.tag is not Tag.DOC:
                 continue
             for s in chain:
                 rec, reason = s.apply(rec)
@@ -62,14 +63,14 @@ def plain_loop(files: list[str], cfg: CleanConfig) -> dict:
                     break
             else:
                 kept_rules += 1
-                k = dedup_key(rec["text"])
-                if k not in by_text or uid(rec) < uid(by_text[k]):
+                k = dedup_key(rec.text)
+                if k not in by_text or rec.uid < by_text[k].uid:
                     by_text[k] = rec
     buckets: dict[str, str] = {}
     flagged: set[str] = set()
     for d in by_text.values():
-        u = uid(d)
-        for key in hasher.band_keys(d["text"]):
+        u = d.uid
+        for key in hasher.band_keys(d.text):
             other = buckets.get(key)
             if other is None:
                 buckets[key] = u
@@ -77,12 +78,12 @@ def plain_loop(files: list[str], cfg: CleanConfig) -> dict:
                 lo, hi = sorted((u, other))
                 buckets[key] = lo
                 flagged.add(hi)
-    kept = sorted((d for d in by_text.values() if uid(d) not in flagged), key=uid)
-    n = cfg.out.num_shards
-    shards = [[] for _ in range(n)]
-    for i, d in enumerate(kept):
-        shards[i % n].append(d)
-    out_bytes = sum(len(documents.encode_shard(s)) for s in shards)
+    kept = sorted((d for d in by_text.values() if d.uid not in flagged), key=lambda d: (key_hash(d.uid), d.uid))
+    buf = io.BytesIO()
+    w = documents.ShardWriter(buf)  # the output in the job's order, as one stream of row groups
+    w.write(documents.table_from_documents(kept))
+    w.close()
+    out_bytes = len(buf.getvalue())
     return {"records_read": read, "kept": len(kept), "after_rules": kept_rules, "out_bytes": out_bytes}
 
 

@@ -24,9 +24,11 @@ import functools
 import hashlib
 import io
 import os
+import re
 import shutil
 import tempfile
 import threading
+import time
 from pathlib import Path
 from typing import IO, Iterator
 
@@ -398,6 +400,48 @@ class _StreamingBodyIO(io.RawIOBase):
         return n
 
 
+@contextlib.contextmanager
+def open_seekable(uri: str, settings: StorageSettings | None = None) -> Iterator[IO[bytes]]:
+    """A seekable binary file object: on S3 every read is a ranged GET, so a Parquet reader fetches
+    the footer and the column chunks it needs (one row group at a time), never the whole object."""
+    if not is_s3(uri):
+        with open(uri, "rb") as f:
+            yield f
+        return
+    raw = _RangeReader(uri, settings)
+    with io.BufferedReader(raw, buffer_size=1 << 20) as f:
+        yield f
+
+
+class _RangeReader(io.RawIOBase):
+    def __init__(self, uri: str, settings: StorageSettings | None):
+        self.uri, self.settings, self.pos = uri, settings, 0
+        self.size = size(uri, settings)
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self.pos
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self.pos, io.SEEK_END: self.size}[whence]
+        self.pos = max(0, base + offset)
+        return self.pos
+
+    def readinto(self, b) -> int:
+        n = max(0, min(len(b), self.size - self.pos))
+        if n:
+            data = read_range(self.uri, self.pos, n, self.settings)
+            b[:len(data)] = data
+            n = len(data)
+            self.pos += n
+        return n
+
+
 def list_files(prefix: str, settings: StorageSettings | None = None) -> list[str]:
     """Every file under a prefix (recursive), sorted. Local: a directory tree."""
     if is_s3(prefix):
@@ -418,37 +462,108 @@ def list_files(prefix: str, settings: StorageSettings | None = None) -> list[str
 
 
 def glob(pattern: str, settings: StorageSettings | None = None) -> list[str]:
-    """Expand a glob (`*`, `?`, `[..]`, `**`) over local paths or s3:// keys; sorted, deduplicated."""
-    if not any(ch in pattern for ch in "*?["):
+    """Expand a glob (`*`, `?`, `[..]`, `**`) over local paths or s3:// keys; sorted, deduplicated files.
+
+    Both sides follow Python's `glob.glob(recursive=True)`: `*`, `?` and `[..]` match within one
+    path component (never across `/`); a component that is exactly `**` matches zero or more
+    components; a wildcard never matches a name starting with `.` unless its pattern component
+    does. (`fnmatch` on whole keys, used before, let `s3://b/crawl/*.gz` pick up `crawl/sub/x.gz`.)
+    """
+    if not _has_magic(pattern):
         return [pattern] if exists(pattern, settings) or (not is_s3(pattern) and os.path.isfile(pattern)) else []
     if is_s3(pattern):
         bucket, key = split_s3(pattern)
-        literal = key
-        for i, ch in enumerate(key):
-            if ch in "*?[":
-                literal = key[:i]
-                break
-        candidates = list_files(f"{S3_SCHEME}{bucket}/{literal}", settings)
-        keyed = [c for c in candidates if fnmatch.fnmatchcase(split_s3(c)[1], key.replace("**/", "*").replace("**", "*"))]
-        return sorted(set(keyed))
+        literal = key[:min(key.index(c) for c in "*?[" if c in key)]  # list only under the literal prefix
+        parts = key.split("/")
+        found = (c for c in list_files(f"{S3_SCHEME}{bucket}/{literal}", settings)
+                 if _match_parts(parts, split_s3(c)[1].split("/")))
+        return sorted(set(found))
     import glob as _glob
 
     return sorted({p for p in _glob.glob(os.path.expanduser(pattern), recursive=True) if os.path.isfile(p)})
 
 
+def _has_magic(pattern: str) -> bool:
+    return any(ch in pattern for ch in "*?[")
+
+
+@functools.lru_cache(maxsize=256)
+def _component_regex(part: str) -> re.Pattern:
+    return re.compile(fnmatch.translate(part))
+
+
+def _match_parts(pattern: list[str], key: list[str]) -> bool:
+    """Component-wise glob match of a key, with the rules of Python's glob (see `glob`)."""
+    if not pattern:
+        return not key
+    head, rest = pattern[0], pattern[1:]
+    if head == "**":  # zero or more components, none of them hidden
+        for i in range(len(key) + 1):
+            if i and key[i - 1].startswith("."):
+                return False
+            if _match_parts(rest, key[i:]):
+                return True
+        return False
+    if not key:
+        return False
+    if _has_magic(head):
+        if key[0].startswith(".") and not head.startswith("."):
+            return False
+        if not _component_regex(head).match(key[0]):
+            return False
+    elif head != key[0]:
+        return False
+    return _match_parts(rest, key[1:])
+
+
 # ----------------------------------------------------------------------------- writes
 
 
+# Multipart part size. S3 wants >= 5 MiB per part except the last and at most 10,000 parts, so
+# 16 MiB parts allow objects up to 156 GiB (far above any shard) while a writer holds one part.
+PART_BYTES = 16 << 20
+MIN_PART_BYTES = 5 << 20  # S3's own minimum (SeaweedFS refuses to complete smaller parts too)
+
+
 def write_bytes(uri: str, data: bytes, settings: StorageSettings | None = None) -> None:
-    """Write a whole object. S3 PUT is atomic; locally we write a temp file and rename."""
-    if is_s3(uri):
+    """Write a whole object, atomically: S3 PUT (multipart above PART_BYTES); locally a temp file renamed."""
+    if is_s3(uri) and len(data) <= PART_BYTES:  # one PUT (atomic) unless S3's 5 GB PUT limit could bite
         bucket, key = split_s3(uri)
         with _s3_errors(uri, settings):
             client(settings).put_object(Bucket=bucket, Key=key, Body=data)
         return
+    with open_write(uri, settings) as f:
+        f.write(data)
+
+
+@contextlib.contextmanager
+def open_write(uri: str, settings: StorageSettings | None = None, part_bytes: int | None = None) -> Iterator[IO[bytes]]:
+    """A binary stream whose object becomes visible, whole, only when the block exits normally.
+
+    S3: a multipart upload, one part held in memory at a time (a single PUT when the data is
+    smaller than one part); any exception aborts the upload, and a killed process leaves only an
+    incomplete upload, which no reader sees (`abort_stale_uploads` reclaims it). Local: a hidden
+    temp file beside the target, fsync'd and renamed over it; removed on failure.
+    """
+    if is_s3(uri):
+        bucket, key = split_s3(uri)
+        writer = _MultipartWriter(client(settings), bucket, key, uri, part_bytes or PART_BYTES, settings)
+        try:
+            yield writer
+            writer.finish()
+        except BaseException:
+            writer.abort()
+            raise
+        return
     path = Path(uri)
-    tmp = _temp_beside(path, data)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        with os.fdopen(fd, "wb") as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; published files get the usual mode
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
@@ -471,6 +586,80 @@ def _temp_beside(path: Path, data: bytes) -> str:
             os.unlink(tmp)
         raise
     return tmp
+
+
+class _MultipartWriter(io.RawIOBase):
+    """Buffers writes into parts of exactly `part_bytes` (the last may be shorter) and uploads each."""
+
+    def __init__(self, s3, bucket: str, key: str, uri: str, part_bytes: int, settings: StorageSettings | None = None):
+        if part_bytes < MIN_PART_BYTES:
+            raise ValueError(f"S3 multipart parts must be >= {MIN_PART_BYTES} bytes")
+        self.s3, self.bucket, self.key, self.uri, self.part_bytes = s3, bucket, key, uri, part_bytes
+        self.settings = settings  # for error messages that name the endpoint (_s3_errors)
+        self.buf = bytearray()
+        self.upload_id: str | None = None
+        self.parts: list[dict] = []
+        self.written = 0
+
+    def writable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self.written
+
+    def write(self, b) -> int:
+        n = len(b)
+        self.buf += b
+        self.written += n
+        while len(self.buf) >= self.part_bytes:
+            self._upload(bytes(self.buf[:self.part_bytes]))
+            del self.buf[:self.part_bytes]
+        return n
+
+    def _upload(self, data: bytes) -> None:
+        with _s3_errors(self.uri, self.settings):
+            if self.upload_id is None:
+                self.upload_id = self.s3.create_multipart_upload(Bucket=self.bucket, Key=self.key)["UploadId"]
+            number = len(self.parts) + 1
+            etag = self.s3.upload_part(Bucket=self.bucket, Key=self.key, UploadId=self.upload_id,
+                                       PartNumber=number, Body=data)["ETag"]
+        self.parts.append({"ETag": etag, "PartNumber": number})
+
+    def finish(self) -> None:
+        with _s3_errors(self.uri, self.settings):
+            if self.upload_id is None:  # smaller than one part: a plain PUT is atomic too
+                self.s3.put_object(Bucket=self.bucket, Key=self.key, Body=bytes(self.buf))
+            else:
+                if self.buf:
+                    self._upload(bytes(self.buf))
+                self.s3.complete_multipart_upload(Bucket=self.bucket, Key=self.key, UploadId=self.upload_id,
+                                                  MultipartUpload={"Parts": self.parts})
+        self.buf = bytearray()
+
+    def abort(self) -> None:
+        self.buf = bytearray()
+        if self.upload_id is not None:
+            with contextlib.suppress(Exception):  # the original error is what the caller must see
+                self.s3.abort_multipart_upload(Bucket=self.bucket, Key=self.key, UploadId=self.upload_id)
+
+
+def abort_stale_uploads(prefix: str, settings: StorageSettings | None = None, older_than_s: float = 0.0) -> int:
+    """Abort the incomplete multipart uploads under an s3:// prefix (a killed writer's leftovers:
+    invisible, but billed until aborted). Returns how many. A no-op for local paths, whose temp
+    files go with the directory. A bucket lifecycle rule (AbortIncompleteMultipartUpload) does the
+    same for uploads nobody reruns."""
+    if not is_s3(prefix):
+        return 0
+    bucket, key = split_s3(prefix)
+    c, n = client(settings), 0
+    cutoff = time.time() - older_than_s
+    with _s3_errors(prefix, settings):
+        for page in c.get_paginator("list_multipart_uploads").paginate(Bucket=bucket, Prefix=key):
+            for up in page.get("Uploads", []):
+                if up["Initiated"].timestamp() <= cutoff:
+                    c.abort_multipart_upload(Bucket=bucket, Key=up["Key"], UploadId=up["UploadId"])
+                    n += 1
+    return n
 
 
 def write_text(uri: str, text: str, settings: StorageSettings | None = None) -> None:

@@ -74,6 +74,11 @@ def pipeline_options(beam_args: list[str] | None = None, *, job_name: str | None
             args.append("--direct_running_mode=multi_processing")
         if "--direct_num_workers" not in given:
             args.append(f"--direct_num_workers={os.cpu_count() or 1}")
+    if runner.endswith("DaskRunner") and not given & {"--dask_npartitions", "--dask_partition_size"}:
+        # Beam's DaskRunner puts up to 128 elements of a Create in one partition (one task), and
+        # partitions are what its ParDos and GroupByKeys run on: one input file (or input shard)
+        # per partition makes parallelism and each task's memory follow the data.
+        args.append("--dask_partition_size=1")
     # Fill the S3 endpoint and region from the environment for every field the user did not pass.
     for flag in beam_s3_args(StorageSettings.from_env()):
         if flag.split("=", 1)[0] not in given:
@@ -102,6 +107,10 @@ class BeamJob:
 
     def run(self, p) -> None:
         """Run `p` to the end. Worker output goes to a log file unless debugging; failures become one error."""
+        if p.runner.__class__.__name__ == "DaskRunner":
+            from pipelines import daskrunner
+
+            daskrunner.install()  # bounded worker memory: see pipelines/daskrunner.py
         with env_overlay(self.flag_credentials), self._captured_output() as log_path:
             try:
                 result = p.run()

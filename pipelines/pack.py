@@ -4,7 +4,7 @@
         --output s3://corpus/pack-512 --max-seq-length 512 [--seed 0] [--set key=value ...] \
         [Beam options: --runner, --direct_num_workers, ...]
 
-Writes shards/part-00000-of-00008.bin and its siblings (uint16 rows [examples, seq_len]) and, last,
+Writes shards/part-00000-of-00004.bin and its siblings (as many as the corpus needs at --shard-mb) (uint16 rows [examples, seq_len]) and, last,
 manifest.json (pipelines/packformat.py). `--tokenizer` is a `pipelines.train_tokenizer` output or an
 existing HF tokenizer: a directory with tokenizer.json, a WordPiece vocab.txt, or a hub id such as
 google/electra-base-discriminator (continued pretraining keeps the published vocabulary; its special
@@ -38,13 +38,14 @@ def parse_all(argv: list[str] | None = None) -> tuple[PackConfig, list[str], arg
     ap.add_argument("--output", required=True, help="pack directory (local or s3://)")
     ap.add_argument("--max-seq-length", type=int, default=PackConfig.max_seq_length)
     ap.add_argument("--seed", type=int, default=PackConfig.seed)
-    ap.add_argument("--num-shards", type=int, default=PackConfig.num_shards)
+    ap.add_argument("--shard-mb", type=float, default=PackConfig.shard_mb,
+                    help="target output shard size in MB; the shard count follows the corpus")
     add_claim_flag(ap)
     add_overrides(ap, "short_seq_prob=0.0 cross_document=false")
     add_debug(ap)
     a, beam_args = ap.parse_known_args(argv)
     cfg = PackConfig(input=a.input, tokenizer=a.tokenizer, output=a.output, max_seq_length=a.max_seq_length,
-                     seed=a.seed, num_shards=a.num_shards)
+                     seed=a.seed, shard_mb=a.shard_mb)
     return apply_overrides(cfg, a.set), beam_args, a
 
 

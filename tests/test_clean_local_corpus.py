@@ -9,6 +9,7 @@ import pytest
 from pipelines import local_corpus
 from pipelines.cleaning import readers
 from pipelines.cleaning.config import ReaderConfig
+from pipelines.cleaning.records import Tag
 
 
 def _digest(files):
@@ -23,8 +24,8 @@ def test_warc_corpus_is_real_html_and_deterministic(tmp_path):
     assert len(a["files"]) >= 2 and a["bytes"] >= 0.5 * (1 << 20)
     assert _digest(a["files"]) == _digest(b["files"])
     recs = [r for f in a["files"] for r in readers.read_file(f, "warc", ReaderConfig())]
-    assert len(recs) == a["pages"] and all(tag == "html" for tag, _ in recs)
-    assert all(r["url"].startswith("file:///") for _, r in recs)
+    assert len(recs) == a["pages"] and all(r.tag is Tag.HTML for r in recs)
+    assert all(r.url.startswith("file:///") for r in recs)
     # a smaller rerun into the same directory leaves no stale files
     c = local_corpus.build(str(tmp_path / "a"), max_mb=0.1, file_mb=0.2)
     assert sorted(str(p) for p in (tmp_path / "a").iterdir()) == sorted(c["files"])
@@ -33,5 +34,5 @@ def test_warc_corpus_is_real_html_and_deterministic(tmp_path):
 def test_jsonl_corpus(tmp_path):
     info = local_corpus.build(str(tmp_path), max_mb=0.2, fmt="jsonl")
     recs = [r for f in info["files"] for r in readers.read_file(f, "jsonl", ReaderConfig())]
-    assert recs and all(tag in ("doc", "reject") for tag, _ in recs)
-    assert sum(tag == "doc" for tag, _ in recs) >= len(recs) // 2
+    assert recs and all(r.tag in (Tag.DOC, Tag.REJECT) for r in recs)
+    assert sum(r.tag is Tag.DOC for r in recs) >= len(recs) // 2

@@ -100,14 +100,14 @@ def test_jsonl_reader_custom_fields_and_zstd(tmp_path):
     body = b'{"body": "Some text here.", "key": 7, "link": "http://u"}\n'
     (tmp_path / "a.jsonl.zst").write_bytes(zstandard.ZstdCompressor().compress(body))
     cfg = ReaderConfig(text_field="body", id_field="key", url_field="link")
-    (tag, doc), = readers.read_file(str(tmp_path / "a.jsonl.zst"), "jsonl", cfg)
-    assert tag == "doc" and (doc["id"], doc["url"], doc["text"]) == ("7", "http://u", "Some text here.")
+    doc, = readers.read_file(str(tmp_path / "a.jsonl.zst"), "jsonl", cfg)
+    assert doc.tag is R.Tag.DOC and (doc.id, doc.url, doc.text) == ("7", "http://u", "Some text here.")
 
 
 def test_jsonl_lone_surrogate_is_invalid_utf8(tmp_path):
     write_jsonl(tmp_path / "s.jsonl", ['{"text": "bad \\ud800 text"}'])
-    (tag, rec), = readers.read_file(str(tmp_path / "s.jsonl"), "jsonl", RC)
-    assert (tag, rec["reason"]) == ("reject", R.INVALID_UTF8)
+    rec, = readers.read_file(str(tmp_path / "s.jsonl"), "jsonl", RC)
+    assert (rec.tag, rec.reason) == (R.Tag.REJECT, R.INVALID_UTF8)
 
 
 def test_parquet_reader(tmp_path):
@@ -116,16 +116,16 @@ def test_parquet_reader(tmp_path):
 
     pq.write_table(pa.table({"text": ["Hello there.", None, ""], "url": ["u1", "u2", "u3"]}), tmp_path / "t.parquet")
     out = list(readers.read_file(str(tmp_path / "t.parquet"), "parquet", RC))
-    assert [t for t, _ in out] == ["doc", "reject", "reject"]
-    assert [r.get("reason") for _, r in out[1:]] == [R.MISSING_TEXT_FIELD, R.EMPTY_DOCUMENT]
-    assert out[0][1]["url"] == "u1" and out[0][1]["id"] == R.stable_id(str(tmp_path / "t.parquet"), 0)
+    assert [r.tag for r in out] == [R.Tag.DOC, R.Tag.REJECT, R.Tag.REJECT]
+    assert [r.reason for r in out[1:]] == [R.MISSING_TEXT_FIELD, R.EMPTY_DOCUMENT]
+    assert out[0].url == "u1" and out[0].id == R.stable_id(str(tmp_path / "t.parquet"), 0)
 
 
 def test_text_reader_units(tmp_path):
     (tmp_path / "a.txt").write_text("first line\nsecond line\n")
     assert len(list(readers.read_file(str(tmp_path / "a.txt"), "text", RC))) == 1
     per_line = list(readers.read_file(str(tmp_path / "a.txt"), "text", ReaderConfig(text_unit="line")))
-    assert [r["text"] for _, r in per_line] == ["first line", "second line"]
+    assert [r.text for r in per_line] == ["first line", "second line"]
 
 
 def test_config_file_and_overrides(tmp_path):

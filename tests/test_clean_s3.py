@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import hashlib
 
 import pytest
 
@@ -42,3 +43,27 @@ def test_s3_empty_glob_and_missing_bucket_fail_before_work(s3_bucket, capsys):
     err = capsys.readouterr().err
     assert "no-such-bucket-zz" in err and err.count("\n") == 1
     assert not storage.list_files(f"{s3_bucket}/o")
+
+
+def test_common_crawl_paths_file_with_relative_keys(s3_bucket, tmp_path, capsys):
+    """--input-list takes a wet.paths.gz-style file: one key per line, relative to --input-prefix."""
+    info = good_corpus(tmp_path / "in")
+    keys = [f"crawl-data/CC-TEST/segments/{i}/wet/part-{i}.warc.wet.gz" for i in range(3)]
+    for i, key in enumerate(keys):  # three copies of the WET file under Common Crawl's layout
+        storage.write_bytes(f"{s3_bucket}/{key}", (tmp_path / "in" / "cc.warc.wet.gz").read_bytes())
+    listing = tmp_path / "wet.paths.gz"
+    listing.write_bytes(gzip.compress(("\n".join(keys) + "\n").encode(), mtime=0))
+    out = f"{s3_bucket}/clean-cc"
+    assert clean.main(["--input-list", str(listing), "--input-prefix", f"{s3_bucket}/", "--output", out,
+                       *FAST]) == 0
+    m = documents.manifest.read(out, kind="documents")
+    assert m["counters"]["records_read"] == 9
+    assert m["inputs"] == [{"uri": str(listing), "format": "input-list", "prefix": f"{s3_bucket}/", "files": 3,
+                            "sha256": hashlib.sha256(("\n".join(keys) + "\n").encode()).hexdigest()}]
+    assert m["counters"]["kept"] == 3 and m["counters"]["dropped"]["exact_duplicate"] == 6  # the same pages thrice
+    assert info["records"] > 9
+
+    listing.write_bytes(gzip.compress(f"{keys[0]}\ncrawl-data/CC-TEST/missing.warc.wet.gz\n".encode(), mtime=0))
+    assert clean.main(["--input-list", str(listing), "--input-prefix", f"{s3_bucket}/", "--output", out]) == 2
+    err = capsys.readouterr().err
+    assert "missing.warc.wet.gz" in err and "no such file" in err and err.count("\n") == 1

@@ -15,8 +15,8 @@ def test_set_takes_several_pairs_and_repeats_in_every_job():
     assert beam == ["--runner", "DirectRunner"]  # Beam options pass through untouched
 
     cfg, beam = pack.parse(["--input", "d", "--tokenizer", "t", "--output", "o", "--set", "short_seq_prob=0",
-                            "cross_document=false", "--direct_num_workers=2", "--set", "num_shards=3"])
-    assert (cfg.short_seq_prob, cfg.cross_document, cfg.num_shards) == (0.0, False, 3)
+                            "cross_document=false", "--direct_num_workers=2", "--set", "shard_mb=3"])
+    assert (cfg.short_seq_prob, cfg.cross_document, cfg.shard_mb) == (0.0, False, 3)
     assert beam == ["--direct_num_workers=2"]
 
     cfg = train_tokenizer.parse(["--input", "d", "--output", "o", "--set", "character_coverage=0.999",

@@ -101,11 +101,11 @@ def test_pack_carries_the_tokenizers_special_ids(pair, tmp_path):
     rows = np.concatenate([reader.read(k, 0, s.examples) for k, s in enumerate(reader.shards)])
     assert (rows[:, 0] == BERT.cls).all() and ((rows == BERT.sep).sum(1) >= 1).all()
     assert not np.isin(rows[:, 1:], [BERT.cls, BERT.mask]).any() and rows.max() < len(pair["tok"])
-    # Every token of the corpus, in order, as the tokenizer encodes each document (first shard's documents).
-    first = [d for d in pair["docs"]][0::2]
-    expect = [t for d in first for t in pair["tok"](d["text"], add_special_tokens=False)["input_ids"]]
-    body = rows[:reader.shards[0].examples]
-    got = [t for r in body for t in r.tolist() if t not in (BERT.pad, BERT.cls, BERT.sep)]
+    # Every token of the corpus, in order, as the tokenizer encodes each document: the rows, in
+    # shard order, hold the input shards' documents in input order (shard 0 holds docs[0::2]).
+    in_order = pair["docs"][0::2] + pair["docs"][1::2]
+    expect = [t for d in in_order for t in pair["tok"](d["text"], add_special_tokens=False)["input_ids"]]
+    got = [t for r in rows for t in r.tolist() if t not in (BERT.pad, BERT.cls, BERT.sep)]
     assert got == expect
 
     # The published form: vocab.txt alone (uncased), the same tokenization.

@@ -15,7 +15,7 @@ from pipelines.packing.config import PackConfig
 from pipelines.packing.examples import KnownSentences, pack, split_point
 from pipelines.packing.run import EmptyInputError
 from pipelines.packing.run import run as run_pack
-from pipelines.packing.transforms import is_blank, shard_sources
+from pipelines.packing.transforms import is_blank, units_of
 from pipelines.tokenizer import TokenizerError, load_spm
 from pipelines.tokenizer.config import TokenizerConfig
 from pipelines.tokenizer.sentences import split_sentences
@@ -48,19 +48,13 @@ def all_rows(output: str) -> list[np.ndarray]:
     return [r.read(i, 0, s.examples) for i, s in enumerate(r.shards)]
 
 
-def shard_documents(docs_uri: str, shard: int, num_shards: int) -> list[dict]:
-    """The documents of one output shard, in pack order: its input shards' rows, in file order."""
-    uris = documents.shard_uris(docs_uri)
-    out = []
-    for j, part, parts in shard_sources(shard, num_shards, len(uris)):
-        out += list(documents.iter_shard(uris[j], ["id", "text"]))[part::parts]
-    return out
+def expected_stream(docs_uri: str, sp) -> list[int]:
+    """The tokens of every document, in input order: what the shards hold, in shard order."""
+    return [t for d in documents.iter_documents(docs_uri, ["text"]) for t in sp.encode(d["text"])]
 
 
-def expected_stream(docs_uri: str, sp, num_shards: int) -> list[list[int]]:
-    """Per output shard: the tokens of its documents, in pack order."""
-    return [[t for d in shard_documents(docs_uri, shard, num_shards) for t in sp.encode(d["text"])]
-            for shard in range(num_shards)]
+def text_tokens(rows: np.ndarray) -> list[int]:
+    return rows[~np.isin(rows, list(SPECIAL))].tolist()  # row-major = example order
 
 
 def check_structure(rows: np.ndarray, seq_len: int) -> None:
@@ -78,18 +72,17 @@ def check_structure(rows: np.ndarray, seq_len: int) -> None:
 def test_every_token_once_in_order_and_text_round_trips(corpus, pack512):
     out, m = pack512
     sp = load_spm(corpus["tok"]).processor()
-    expected = expected_stream(corpus["docs"], sp, len(m["shards"]))
-    for shard_rows, want in zip(all_rows(out), expected):
-        check_structure(shard_rows, 512)
-        got = shard_rows[~np.isin(shard_rows, list(SPECIAL))].tolist()  # row-major = example order
-        assert got == want
+    rows = np.concatenate(all_rows(out))
+    check_structure(rows, 512)
+    want = expected_stream(corpus["docs"], sp)
+    assert text_tokens(rows) == want
     c = m["counters"]
-    assert c["tokens_truncated"] == 0 and c["tokens_in"] == c["tokens_packed"] == sum(map(len, expected))
-    assert c["docs"] == len(corpus["documents"]) and c["docs_empty"] == 0
+    assert c["tokens_truncated"] == 0 and c["tokens_in"] == c["tokens_packed"] == len(want)
+    assert c["docs"] == c["docs_read"] == len(corpus["documents"]) and c["docs_empty"] == 0
+    assert [s["tokens"] for s in m["shards"]] == [len(text_tokens(r)) for r in all_rows(out)]
     # Text round trip: exact, since the tokenizer is lossless (identity normalisation, byte fallback).
-    for shard, rows in enumerate(all_rows(out)):
-        docs = shard_documents(corpus["docs"], shard, 3)
-        assert sp.decode(rows[~np.isin(rows, list(SPECIAL))].tolist()) == " ".join(d["text"] for d in docs)
+    texts = [d["text"] for d in documents.iter_documents(corpus["docs"], ["text"])]
+    assert sp.decode(text_tokens(rows)) == " ".join(texts)
 
 
 def test_padding_under_2_percent_at_512(pack512):
@@ -123,14 +116,14 @@ def test_deterministic_per_seed(corpus, tmp_path):
     def shards(name, seed, beam_args=BEAM):
         out = str(tmp_path / name)
         m = run_pack(PackConfig(input=corpus["docs"], tokenizer=corpus["tok"], output=out, max_seq_length=128,
-                                seed=seed, num_shards=2), beam_args)
+                                seed=seed, shard_mb=0.25, unit_mb=0.1), beam_args)
         return [storage.read_bytes(storage.join(out, s["path"])) for s in m["shards"]], m
 
     a, ma = shards("a", 7)
     # Another runner mode and worker count: bundling and ordering must not matter.
     b, mb = shards("b", 7, ["--direct_running_mode=in_memory", "--direct_num_workers=1"])
     c, _ = shards("c", 8)
-    assert a == b and a != c
+    assert a == b and a != c and len(a) > 2
     assert ma["shards"] == mb["shards"] and ma["counters"] == mb["counters"]
     check_structure(np.frombuffer(a[0], "<u2").reshape(-1, 128), 128)
 
@@ -156,28 +149,36 @@ def test_long_document_and_long_sentence_are_split_not_dropped(corpus, tmp_path)
     assert rows.shape[0] > len(want) // 128
 
 
-@pytest.mark.parametrize("num_shards,num_inputs", [(1, 1), (1, 4), (3, 4), (4, 4), (5, 2), (7, 3)])
-def test_shard_sources_take_every_row_once(num_shards, num_inputs):
-    rows = {j: list(range(10 + j)) for j in range(num_inputs)}
-    taken = [(j, r) for k in range(num_shards) for j, part, parts in shard_sources(k, num_shards, num_inputs)
-             for r in rows[j][part::parts]]
-    assert sorted(taken) == [(j, r) for j in range(num_inputs) for r in rows[j]]
-    assert all(shard_sources(k, num_shards, num_inputs) for k in range(num_shards)), "no output shard is idle"
+@pytest.mark.parametrize("sizes,unit", [([5], 1), ([5, 5, 5], 10), ([5, 5, 5], 15), ([1, 30, 1, 1], 8), ([], 8),
+                                        ([2, 9, 2], 4)])
+def test_units_take_every_row_once(sizes, unit):
+    groups = [(n, 10 * n) for n in sizes]  # 10 rows per byte of text
+    units = units_of(3, "documents/x.parquet", groups, unit)
+    taken = [(g, r) for u in units for g in range(u.lo, u.hi)
+             for r in (range(*u.rows) if u.rows else range(groups[g][1]))]
+    assert taken == [(g, r) for g, (_, rows) in enumerate(groups) for r in range(rows)]
+    for u in units:  # a unit is whole row groups that fit, or a run of rows of one that does not
+        assert u.hi > u.lo and (sum(n for n, _ in groups[u.lo:u.hi]) <= unit or u.rows or u.hi - u.lo == 1)
+        if u.rows:
+            assert u.hi == u.lo + 1 and groups[u.lo][0] > unit
+            assert (u.rows[1] - u.rows[0]) * groups[u.lo][0] / groups[u.lo][1] <= unit + 1
 
 
-def test_more_output_shards_than_inputs_keep_every_token_and_determinism(corpus, tmp_path):
+def test_shards_follow_the_size_target_with_exact_example_counts(corpus, tmp_path):
     def shards(name, beam_args):
         out = str(tmp_path / name)
         m = run_pack(PackConfig(input=corpus["docs"], tokenizer=corpus["tok"], output=out, max_seq_length=128,
-                                num_shards=5), beam_args)
+                                shard_mb=0.1, unit_mb=0.05), beam_args)
         return out, m, [storage.read_bytes(storage.join(out, s["path"])) for s in m["shards"]]
 
     out, m, a = shards("a", BEAM)
     _, _, b = shards("b", ["--direct_running_mode=in_memory", "--direct_num_workers=1"])
-    assert a == b and len(a) == 5
+    per_shard = int(0.1 * 2**20) // (128 * 2)
+    assert a == b and len(a) > 3
+    assert [s["examples"] for s in m["shards"][:-1]] == [per_shard] * (len(a) - 1)
+    assert 0 < m["shards"][-1]["examples"] <= per_shard
     sp = load_spm(corpus["tok"]).processor()
-    for shard_rows, want in zip(all_rows(out), expected_stream(corpus["docs"], sp, 5)):
-        assert want and shard_rows[~np.isin(shard_rows, list(SPECIAL))].tolist() == want
+    assert text_tokens(np.concatenate(all_rows(out))) == expected_stream(corpus["docs"], sp)
     assert m["counters"]["docs"] == len(corpus["documents"])
 
 
@@ -326,19 +327,18 @@ def test_windows_find_the_whole_texts_sentence_starts(corpus):
 def test_pair_examples_split_at_a_sentence_boundary(corpus, pack512):
     """A/B is cut where the whole text has a sentence start, whenever the example holds one."""
     out, m = pack512
-    sp = load_spm(corpus["tok"]).processor()
-    for shard, rows in enumerate(all_rows(out)):
-        docs = shard_documents(corpus["docs"], shard, 3)
-        _, _, tokens, seg = _stream(corpus, [d["text"] for d in docs])
-        starts = set(seg.starts(np.array([0]), np.array([len(tokens)])).tolist())
-        pos = at_boundary = with_boundary = 0
-        for row in rows:
-            seps = np.flatnonzero(row == SPECIAL_IDS["sep"])
-            n_a = seps[0] - 1
-            n = n_a + (seps[1] - seps[0] - 1 if len(seps) == 2 else 0)
-            if len(seps) == 2 and any(b in starts for b in range(pos + 1, pos + n)):
-                with_boundary += 1
-                at_boundary += (pos + n_a) in starts
-            pos += n
-        assert pos == len(tokens) and with_boundary > 0.8 * len(rows)
-        assert at_boundary >= 0.995 * with_boundary
+    texts = [d["text"] for d in documents.iter_documents(corpus["docs"], ["text"])]
+    _, _, tokens, seg = _stream(corpus, texts)
+    starts = set(seg.starts(np.array([0]), np.array([len(tokens)])).tolist())
+    rows = np.concatenate(all_rows(out))
+    pos = at_boundary = with_boundary = 0
+    for row in rows:
+        seps = np.flatnonzero(row == SPECIAL_IDS["sep"])
+        n_a = seps[0] - 1
+        n = n_a + (seps[1] - seps[0] - 1 if len(seps) == 2 else 0)
+        if len(seps) == 2 and any(b in starts for b in range(pos + 1, pos + n)):
+            with_boundary += 1
+            at_boundary += (pos + n_a) in starts
+        pos += n
+    assert pos == len(tokens) and with_boundary > 0.8 * len(rows)
+    assert at_boundary >= 0.995 * with_boundary

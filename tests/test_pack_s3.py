@@ -82,3 +82,60 @@ def test_beam_s3_options_alone_reach_the_store(s3_server, s3_bucket, monkeypatch
     with pytest.raises(storage.StorageError, match="no S3 credentials"):
         storage.read_bytes(f"{s3_bucket}/pack/manifest.json")  # and nothing above fell back on the environment
 
+
+
+_KILLED_PACK = """
+import sys, time
+from common import storage
+W = storage._MultipartWriter
+init, upload = W.__init__, W._upload
+
+def small_parts_for_shards(self, s3, bucket, key, uri, part_bytes, *rest):
+    init(self, s3, bucket, key, uri, part_bytes, *rest)
+    if "/shards/part-" in key:  # a final shard goes up in small parts (it never completes: see below)
+        self.part_bytes = 64 << 10
+
+def upload_then_hang(self, data):
+    upload(self, data)
+    if "/shards/part-" in self.key:  # a final shard, one part up: this is where the process dies
+        print("UPLOADING", self.key, flush=True)
+        time.sleep(600)
+
+W.__init__, W._upload = small_parts_for_shards, upload_then_hang
+from pipelines import pack
+sys.exit(pack.main(sys.argv[1:]))
+"""
+
+
+def test_a_killed_upload_leaves_no_object_no_manifest_and_a_rerun_cleans_up(s3_bucket, tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    docs = prose.documents(limit_chars=1_200_000, multilingual=False)
+    prose.write_documents(f"{s3_bucket}/docs", docs, num_shards=2)
+    train_tokenizer.main(["--input", f"{s3_bucket}/docs", "--output", f"{s3_bucket}/tok", "--vocab-size", "1000"])
+    argv = ["--input", f"{s3_bucket}/docs", "--tokenizer", f"{s3_bucket}/tok", "--output", f"{s3_bucket}/pack",
+            "--max-seq-length", "128", "--shard-mb", "0.25", "--direct_running_mode=in_memory", "--direct_num_workers=1"]
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    proc = subprocess.Popen([sys.executable, "-c", _KILLED_PACK, *argv], stdout=subprocess.PIPE, text=True,
+                            env={**os.environ, "PYTHONPATH": repo}, start_new_session=True)
+    try:
+        line = proc.stdout.readline()
+        assert line.startswith("UPLOADING"), line
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=60)
+    key = line.split()[1]
+    bucket = s3_bucket[len("s3://"):]
+    assert not storage.exists(f"s3://{bucket}/{key}"), "a half-written shard is not an object"
+    assert not manifest.exists(f"{s3_bucket}/pack"), "no manifest: readers refuse the output"
+    uploads = storage.client().list_multipart_uploads(Bucket=bucket, Prefix="pack/").get("Uploads", [])
+    assert key in [u["Key"] for u in uploads], "what is left is an incomplete upload, invisible to readers"
+
+    assert pack.main(argv) == 0  # the rerun aborts what the killed run left, then writes everything
+    assert not storage.client().list_multipart_uploads(Bucket=bucket, Prefix="pack/").get("Uploads")
+    m = manifest.read(f"{s3_bucket}/pack", kind="pack")
+    assert len(m["shards"]) > 1 and all(storage.sha256_uri(storage.join(f"{s3_bucket}/pack", s["path"])) == s["sha256"]
+                                        for s in m["shards"])

@@ -66,3 +66,59 @@ def test_local_s3_restarts_on_kept_data(tmp_path):
         assert storage.read_bytes("s3://keep/a.txt", again.settings) == b"kept"
     finally:
         again.stop()
+
+
+# ----------------------------------------------------------------------------- globs
+
+GLOB_TREE = ["a.gz", "b.txt", ".hidden.gz", "x[1].gz", "sub/c.gz", "sub/d.txt", "sub/.h.gz", "sub/deep/e.gz",
+             "sub/deep/f.txt", ".hdir/g.gz", "sub2/h.gz", "sub2/deeper/more/i.gz", "sa/j.gz"]
+GLOB_PATTERNS = ["*.gz", "*", "sub/*.gz", "*/*.gz", "*/*", "**/*.gz", "**", "sub/**", "sub/**/*.gz", "**/e.gz",
+                 "?.gz", "[ab].*", "[!a]*.gz", "s*/*", "s?b*/*.gz", "*/deep/*", ".*", ".hdir/*", "sub/.*",
+                 "**/.h.gz", "x[[]1].gz", "sub*/**/*.gz", "**/deep*/**", "sub/deep/e.gz", "sub/nope/*.gz"]
+
+
+def test_s3_glob_answers_exactly_as_the_local_glob(tmp_path, s3_bucket):
+    """Same tree locally and on S3, same patterns, same answers: `*`, `?` and `[..]` stay inside
+    one path component, `**` spans any number, wildcards skip dot-names (Python's glob rules)."""
+    local, remote = str(tmp_path / "tree"), f"{s3_bucket}/tree"
+    for rel in GLOB_TREE:
+        storage.write_bytes(storage.join(local, rel), b"x")
+        storage.write_bytes(storage.join(remote, rel), b"x")
+    for pattern in GLOB_PATTERNS:
+        want = [p[len(local) + 1:] for p in storage.glob(storage.join(local, pattern))]
+        got = [p[len(remote) + 1:] for p in storage.glob(storage.join(remote, pattern))]
+        assert got == want, pattern
+    assert [p[len(remote) + 1:] for p in storage.glob(f"{remote}/*.gz")] == ["a.gz", "x[1].gz"]  # not sub/c.gz
+
+
+# ----------------------------------------------------------------------------- streaming writes
+
+
+def test_multipart_object_larger_than_a_part_and_ranges_across_parts(s3_bucket):
+    uri = f"{s3_bucket}/big/object.bin"
+    part = 5 << 20
+    chunk = bytes(range(256)) * 4096  # 1 MiB
+    with storage.open_write(uri, part_bytes=part) as f:
+        for i in range(12):  # 12 MiB in 1 MiB writes: parts of 5, 5 and 2 MiB
+            f.write(bytes([i]) + chunk[1:])
+        assert f.parts and len(f.parts) == 2  # the third goes up with the completion
+        assert not storage.exists(uri), "nothing is visible before the upload completes"
+    assert storage.size(uri) == 12 << 20
+    data = storage.read_bytes(uri)
+    assert data[part - 2:part + 2] == storage.read_range(uri, part - 2, 4)
+    assert [data[i << 20] for i in range(12)] == list(range(12))
+    with storage.open_seekable(uri) as f:  # ranged GETs behind a file object
+        f.seek((11 << 20) + 1)
+        assert f.read(3) == chunk[1:4]
+
+
+def test_failed_write_leaves_no_object_and_no_upload(root):
+    uri = storage.join(root, "out/failed.bin")
+    with pytest.raises(RuntimeError, match="boom"), storage.open_write(uri, part_bytes=5 << 20) as f:
+        f.write(b"y" * (11 << 20))  # two parts already uploaded on S3
+        raise RuntimeError("boom")
+    assert not storage.exists(uri)
+    assert storage.list_files(storage.join(root, "out")) == []
+    if storage.is_s3(root):
+        bucket, key = storage.split_s3(root)
+        assert not storage.client().list_multipart_uploads(Bucket=bucket, Prefix=key).get("Uploads")

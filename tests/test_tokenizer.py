@@ -107,11 +107,14 @@ def test_deterministic(docs_dir, unigram, tmp_path):
 def test_sample_is_bounded_and_deterministic(docs_dir, tmp_path):
     from pipelines.tokenizer.sample import select_ids
 
-    ids, total = select_ids(docs_dir, 50, seed=0)
-    assert len(ids) == 50 and total == len(prose.documents())
+    ids, total, shards = select_ids(docs_dir, 50, seed=0)
+    per_shard = [s["records"] for s in manifest.read(docs_dir)["shards"]]
+    assert len(ids) == 50 and total == len(prose.documents()) == sum(per_shard)
+    assert len(shards) == 1, "50 documents need only one of the three shards: the sample reads no more"
     assert select_ids(docs_dir, 50, seed=0)[0] == ids != select_ids(docs_dir, 50, seed=1)[0]
+    assert len(select_ids(docs_dir, per_shard[0] + per_shard[1] + 1, seed=0)[2]) == 3
     m = train(TokenizerConfig(input=docs_dir, output=str(tmp_path / "t"), vocab_size=1000, sample_docs=50))
-    assert m["counters"]["documents_sampled"] == 50
+    assert m["counters"]["documents_sampled"] == 50 and m["counters"]["shards_read"] == 1
 
 
 def test_tampered_model_is_rejected(unigram, tmp_path):

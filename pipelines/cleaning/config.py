@@ -115,17 +115,35 @@ class DedupConfig:
 
 @dataclasses.dataclass(frozen=True)
 class OutputConfig:
-    num_shards: int = 8  # document shards; a reader parallelises over them, 8 keeps demo shards non-trivial
-    reject_shards: int = 1  # rejects are few and small (previews only)
+    # Target size of a documents (and rejects) shard, in MB of Parquet (gzip) bytes; the shard count
+    # is total size / shard_mb. 512 MB: large enough that a 1 TB crawl's output is a few thousand
+    # objects (cheap to list, and each GET streams long enough to amortise its latency), small
+    # enough that a reader or tokenizer worker takes one shard as a unit. Shards are cut between
+    # blocks, so a shard is at most shard_mb unless one block alone is larger. docs/clean.md.
+    shard_mb: float = 512
+    # Stored input MB per block: the documents of a block (a hash range) are grouped, sorted and
+    # encoded by one DoFn call, so this bounds that call's memory: at most the block's
+    # decompressed input, in practice its kept text (a few % of raw HTML, ~30-50% of WET text).
+    block_input_mb: float = 32
 
     def __post_init__(self):
-        if self.num_shards < 1 or self.reject_shards < 1:
-            raise configs.ConfigError("output.num_shards and output.reject_shards must be >= 1")
+        if self.shard_mb <= 0 or self.block_input_mb <= 0:
+            raise configs.ConfigError("output.shard_mb and output.block_input_mb must be > 0")
+
+    def blocks(self, input_bytes: int) -> int:
+        """How many hash-range blocks the documents are grouped into: grows with the input."""
+        return max(1, -(-int(input_bytes) // max(1, int(self.block_input_mb * (1 << 20)))))
 
 
 @dataclasses.dataclass(frozen=True)
 class CleanConfig:
     inputs: tuple[str, ...] = ()  # globs, local or s3://
+    # Paths files (Common Crawl's warc.paths.gz / wet.paths.gz: one key per line, gzip or plain),
+    # local or s3://; each line is an input file
+    input_lists: tuple[str, ...] = ()
+    # What relative lines of an input list are resolved against: Common Crawl's lists name keys
+    # of its public bucket (point this at a mirror, or at https-free local copies)
+    input_prefix: str = "s3://commoncrawl/"
     output: str = ""  # output URI (local directory or s3://bucket/prefix)
     format: str = "auto"  # auto = detect from name and content; else force one reader for every input
     reader: ReaderConfig = ReaderConfig()
@@ -163,13 +181,18 @@ def load_file(uri: str) -> dict:
 
 
 def build(inputs: list[str], output: str, fmt: str | None = None, config_file: str | None = None,
-          overrides: list[str] | None = None) -> CleanConfig:
+          overrides: list[str] | None = None, input_lists: list[str] | None = None,
+          input_prefix: str | None = None) -> CleanConfig:
     """CleanConfig from a file, then the command line (inputs, output, format, key=value overrides)."""
     data = load_file(config_file) if config_file else {}
     cfg = configs.from_dict(CleanConfig, data)
-    top = {}
+    top: dict = {}
     if inputs:
         top["inputs"] = tuple(inputs)
+    if input_lists:
+        top["input_lists"] = tuple(input_lists)
+    if input_prefix:
+        top["input_prefix"] = input_prefix
     if output:
         top["output"] = output
     if fmt:

@@ -29,14 +29,14 @@ def html_to_text(html: str, main_content: bool = True) -> str:
                               noscript=False, comments=False)  # reader comment threads are not the page
 
 
-def extract(raw: dict, cfg: ReaderConfig) -> tuple[str, dict]:
-    """An ("html", raw) record from readers.py to ("doc", document) or ("reject", reject)."""
+def extract(raw: R.Html, cfg: ReaderConfig) -> R.Document | R.Reject:
+    """A page from readers.py to its main text, or a reject saying why there is none."""
     try:
-        text = html_to_text(decode_html(raw["payload"], raw.get("charset")), cfg.html_main_content)
+        text = html_to_text(decode_html(raw.payload, raw.charset), cfg.html_main_content)
     except Exception as exc:  # noqa: BLE001 - a page the parser chokes on is a reject, not a crash
-        return "reject", R.reject(R.UNREADABLE_FILE, raw["source"], raw["position"], raw["payload"],
-                                  f"html extraction failed: {exc}", cfg.preview_chars, raw.get("url"))
+        return R.reject(R.UNREADABLE_FILE, raw.source, raw.position, raw.payload,
+                        f"html extraction failed: {exc}", cfg.preview_chars, raw.url)
     if not text.strip():
-        return "reject", R.reject(R.EMPTY_DOCUMENT, raw["source"], raw["position"], raw["payload"],
-                                  "no text after HTML extraction", cfg.preview_chars, raw.get("url"))
-    return "doc", R.document(raw["source"], raw["position"], text, raw.get("url"))
+        return R.reject(R.EMPTY_DOCUMENT, raw.source, raw.position, raw.payload,
+                        "no text after HTML extraction", cfg.preview_chars, raw.url)
+    return R.document(raw.source, raw.position, text, raw.url)

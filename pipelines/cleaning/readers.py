@@ -1,11 +1,11 @@
 """Input readers: one file in, a stream of raw records out, never an exception.
 
-`read_file(uri, fmt, cfg)` yields `(tag, record)` pairs: `("doc", document)` for text that
-is ready, `("html", raw)` for HTML that still needs extraction (extract.py), and
-`("reject", reject)` for anything that cannot become a document. A damaged file yields the
+`read_file(uri, fmt, cfg)` yields records (records.py): a `Document` for text that is ready,
+`Html` for HTML that still needs extraction (extract.py), and a `Reject` for anything that
+cannot become a document. A damaged file yields the
 records before the damage and one reject for the rest, so nothing is lost silently.
 Compression is detected from magic bytes (gzip, zstd), the format from the name and then
-the content.
+the content. Every reader streams: records, lines or Parquet row groups one at a time.
 """
 
 from __future__ import annotations
@@ -15,13 +15,15 @@ import gzip
 import io
 import json
 import zlib
-from typing import IO, Iterator
+from typing import IO, Iterator, Union
 
 from fastwarc.warc import ArchiveIterator, WarcRecordType
 
 from common import storage
 from pipelines.cleaning import records as R
 from pipelines.cleaning.config import ReaderConfig
+
+Record = Union[R.Document, R.Html, R.Reject]
 
 GZIP_MAGIC = b"\x1f\x8b"
 ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
@@ -96,24 +98,23 @@ def open_decompressed(uri: str, settings: storage.StorageSettings | None = None)
 
 
 def read_file(uri: str, fmt: str, cfg: ReaderConfig,
-              settings: storage.StorageSettings | None = None) -> Iterator[tuple[str, dict]]:
-    """Every record of one input file, as (tag, record) pairs. Never raises on bad content."""
+              settings: storage.StorageSettings | None = None) -> Iterator[Record]:
+    """Every record of one input file. Never raises on bad content."""
     reader = {"warc": _read_warc, "wet": _read_warc, "jsonl": _read_jsonl, "parquet": _read_parquet,
               "text": _read_text}[fmt]
     position = 0
     try:
-        for tag, rec in reader(uri, cfg, settings):
-            position = rec["position"] + 1
-            yield tag, rec
+        for rec in reader(uri, cfg, settings):
+            position = rec.position + 1
+            yield rec
         if position == 0:
-            yield "reject", R.reject(R.EMPTY_FILE, uri, 0, detail="the file holds no record",
-                                     preview_chars=cfg.preview_chars)
+            yield R.reject(R.EMPTY_FILE, uri, 0, detail="the file holds no record", preview_chars=cfg.preview_chars)
     except _decompression_errors() as exc:
-        yield "reject", R.reject(R.CORRUPT_COMPRESSION, uri, position, detail=f"{type(exc).__name__}: {exc}",
+        yield R.reject(R.CORRUPT_COMPRESSION, uri, position, detail=f"{type(exc).__name__}: {exc}",
                                  preview_chars=cfg.preview_chars)
     except Exception as exc:  # noqa: BLE001 - OSError/ValueError from parsers, or worse: never kill the job
         reason = R.WARC_PARSE_ERROR if fmt in ("warc", "wet") else R.UNREADABLE_FILE
-        yield "reject", R.reject(reason, uri, position, detail=f"{type(exc).__name__}: {exc}",
+        yield R.reject(reason, uri, position, detail=f"{type(exc).__name__}: {exc}",
                                  preview_chars=cfg.preview_chars)
 
 
@@ -126,10 +127,10 @@ def _decode(raw: bytes, source: str, position: int, cfg: ReaderConfig, url: str 
 
 
 def _text_record(text: str, raw: bytes | str, source: str, position: int, cfg: ReaderConfig,
-                 url: str | None = None, doc_id: str | None = None) -> tuple[str, dict]:
+                 url: str | None = None, doc_id: str | None = None) -> R.Document | R.Reject:
     if not text.strip():
-        return "reject", R.reject(R.EMPTY_DOCUMENT, source, position, raw, "", cfg.preview_chars, url)
-    return "doc", R.document(source, position, text, url, doc_id)
+        return R.reject(R.EMPTY_DOCUMENT, source, position, raw, "", cfg.preview_chars, url)
+    return R.document(source, position, text, url, doc_id)
 
 
 def _too_large(raw: bytes | str, source: str, position: int, cfg: ReaderConfig, url=None):
@@ -143,34 +144,34 @@ def _too_large(raw: bytes | str, source: str, position: int, cfg: ReaderConfig, 
 # ----------------------------------------------------------------------------- JSONL
 
 
-def _read_jsonl(uri, cfg: ReaderConfig, settings) -> Iterator[tuple[str, dict]]:
+def _read_jsonl(uri, cfg: ReaderConfig, settings) -> Iterator[Record]:
     with open_decompressed(uri, settings) as f:
         for position, line in enumerate(f):
             line = line.rstrip(b"\r\n")
             if not line.strip():
-                yield "reject", R.reject(R.EMPTY_DOCUMENT, uri, position, line, "blank line", cfg.preview_chars)
+                yield R.reject(R.EMPTY_DOCUMENT, uri, position, line, "blank line", cfg.preview_chars)
                 continue
             rej = _too_large(line, uri, position, cfg)
             if rej:
-                yield "reject", rej
+                yield rej
                 continue
             text_line, rej = _decode(line, uri, position, cfg)
             if rej:
-                yield "reject", rej
+                yield rej
                 continue
             try:
                 obj = json.loads(text_line)
             except json.JSONDecodeError as exc:
-                yield "reject", R.reject(R.INVALID_JSON, uri, position, line, str(exc), cfg.preview_chars)
+                yield R.reject(R.INVALID_JSON, uri, position, line, str(exc), cfg.preview_chars)
                 continue
             yield _from_mapping(obj, line, uri, position, cfg)
 
 
-def _from_mapping(obj, raw, uri: str, position: int, cfg: ReaderConfig) -> tuple[str, dict]:
+def _from_mapping(obj, raw, uri: str, position: int, cfg: ReaderConfig) -> R.Document | R.Reject:
     if not isinstance(obj, dict) or not isinstance(obj.get(cfg.text_field), str):
         got = "not an object" if not isinstance(obj, dict) else f"keys {sorted(obj)[:10]}"
-        return "reject", R.reject(R.MISSING_TEXT_FIELD, uri, position, raw,
-                                  f"no string field {cfg.text_field!r} ({got})", cfg.preview_chars)
+        return R.reject(R.MISSING_TEXT_FIELD, uri, position, raw,
+                        f"no string field {cfg.text_field!r} ({got})", cfg.preview_chars)
     url = obj.get(cfg.url_field) if cfg.url_field else None
     doc_id = obj.get(cfg.id_field) if cfg.id_field else None
     url = str(url) if url is not None else None
@@ -180,40 +181,41 @@ def _from_mapping(obj, raw, uri: str, position: int, cfg: ReaderConfig) -> tuple
             if value:
                 value.encode("utf-8")
     except UnicodeEncodeError as exc:
-        return "reject", R.reject(R.INVALID_UTF8, uri, position, raw, f"lone surrogate: {exc}", cfg.preview_chars)
+        return R.reject(R.INVALID_UTF8, uri, position, raw, f"lone surrogate: {exc}", cfg.preview_chars)
     return _text_record(obj[cfg.text_field], raw, uri, position, cfg, url, doc_id)
 
 
 # ----------------------------------------------------------------------------- Parquet
 
 
-def _read_parquet(uri, cfg: ReaderConfig, settings) -> Iterator[tuple[str, dict]]:
+def _read_parquet(uri, cfg: ReaderConfig, settings) -> Iterator[Record]:
     import pyarrow.parquet as pq
 
-    pf = pq.ParquetFile(io.BytesIO(storage.read_bytes(uri, settings)))
-    names = set(pf.schema_arrow.names)
-    if cfg.text_field not in names:
-        yield "reject", R.reject(R.MISSING_TEXT_FIELD, uri, 0, b"",
-                                 f"no column {cfg.text_field!r}; columns: {sorted(names)[:20]}", cfg.preview_chars)
-        return
-    columns = [c for c in (cfg.text_field, cfg.id_field, cfg.url_field) if c and c in names]
-    position = 0
-    for rg in range(pf.num_row_groups):
-        for row in pf.read_row_group(rg, columns=columns).to_pylist():
-            text = row.get(cfg.text_field)
-            if not isinstance(text, str):
-                yield "reject", R.reject(R.MISSING_TEXT_FIELD, uri, position, json.dumps(row, default=str),
-                                         f"{cfg.text_field!r} is {type(text).__name__}", cfg.preview_chars)
-            else:
-                rej = _too_large(text.encode("utf-8", "surrogatepass"), uri, position, cfg)
-                yield ("reject", rej) if rej else _from_mapping(row, text, uri, position, cfg)
-            position += 1
+    with storage.open_seekable(uri, settings) as f:  # footer + one row group at a time (ranged GETs on S3)
+        pf = pq.ParquetFile(f)
+        names = set(pf.schema_arrow.names)
+        if cfg.text_field not in names:
+            yield R.reject(R.MISSING_TEXT_FIELD, uri, 0, b"",
+                           f"no column {cfg.text_field!r}; columns: {sorted(names)[:20]}", cfg.preview_chars)
+            return
+        columns = [c for c in (cfg.text_field, cfg.id_field, cfg.url_field) if c and c in names]
+        position = 0
+        for rg in range(pf.num_row_groups):
+            for row in pf.read_row_group(rg, columns=columns).to_pylist():
+                text = row.get(cfg.text_field)
+                if not isinstance(text, str):
+                    yield R.reject(R.MISSING_TEXT_FIELD, uri, position, json.dumps(row, default=str),
+                                   f"{cfg.text_field!r} is {type(text).__name__}", cfg.preview_chars)
+                else:
+                    rej = _too_large(text.encode("utf-8", "surrogatepass"), uri, position, cfg)
+                    yield rej if rej else _from_mapping(row, text, uri, position, cfg)
+                position += 1
 
 
 # ----------------------------------------------------------------------------- plain text
 
 
-def _read_text(uri, cfg: ReaderConfig, settings) -> Iterator[tuple[str, dict]]:
+def _read_text(uri, cfg: ReaderConfig, settings) -> Iterator[Record]:
     with open_decompressed(uri, settings) as f:
         if cfg.text_unit == "line":
             for position, line in enumerate(f):
@@ -222,20 +224,20 @@ def _read_text(uri, cfg: ReaderConfig, settings) -> Iterator[tuple[str, dict]]:
             yield _plain(f.read(), uri, 0, cfg)
 
 
-def _plain(raw: bytes, uri: str, position: int, cfg: ReaderConfig) -> tuple[str, dict]:
+def _plain(raw: bytes, uri: str, position: int, cfg: ReaderConfig) -> R.Document | R.Reject:
     rej = _too_large(raw, uri, position, cfg)
     if rej:
-        return "reject", rej
+        return rej
     text, rej = _decode(raw, uri, position, cfg)
     if rej:
-        return "reject", rej
+        return rej
     return _text_record(text, raw, uri, position, cfg, url=None)
 
 
 # ----------------------------------------------------------------------------- WARC / WET
 
 
-def _read_warc(uri, cfg: ReaderConfig, settings) -> Iterator[tuple[str, dict]]:
+def _read_warc(uri, cfg: ReaderConfig, settings) -> Iterator[Record]:
     wanted = WarcRecordType.response | WarcRecordType.resource | WarcRecordType.conversion
     with open_decompressed(uri, settings) as f:
         # We decompress ourselves: fastwarc's own gzip reader hides a truncated member. The stream ends
@@ -244,11 +246,11 @@ def _read_warc(uri, cfg: ReaderConfig, settings) -> Iterator[tuple[str, dict]]:
         stream = _UntilDamage(f)
         records = ArchiveIterator(stream, record_types=wanted,
                                   parse_http=True, stream_detect=False, fsspec_args=False)
-        tag, rec = None, None
+        rec = None
         for position, r in enumerate(records):
-            tag, rec = _warc_record(r, uri, position, cfg)
-            yield tag, rec
-        truncated = tag == "reject" and rec["reason"] == R.TRUNCATED_WARC_RECORD
+            rec = _warc_record(r, uri, position, cfg)
+            yield rec
+        truncated = isinstance(rec, R.Reject) and rec.reason == R.TRUNCATED_WARC_RECORD
         if stream.damage is not None and not truncated:
             raise stream.damage
 
@@ -290,16 +292,16 @@ class _UntilDamage(io.RawIOBase):
         return len(data)
 
 
-def _warc_record(rec, uri: str, position: int, cfg: ReaderConfig) -> tuple[str, dict]:
+def _warc_record(rec, uri: str, position: int, cfg: ReaderConfig) -> Record:
     url = rec.headers.get("WARC-Target-URI")
     expected = rec.content_length
     payload = rec.reader.read()
     if len(payload) < expected:
-        return "reject", R.reject(R.TRUNCATED_WARC_RECORD, uri, position, payload,
-                                  f"payload {len(payload)} of {expected} bytes", cfg.preview_chars, url)
+        return R.reject(R.TRUNCATED_WARC_RECORD, uri, position, payload,
+                        f"payload {len(payload)} of {expected} bytes", cfg.preview_chars, url)
     rej = _too_large(payload, uri, position, cfg, url)
     if rej:
-        return "reject", rej
+        return rej
     if rec.is_http:
         ctype = (rec.http_content_type or "").lower()
         charset = rec.http_charset
@@ -308,10 +310,10 @@ def _warc_record(rec, uri: str, position: int, cfg: ReaderConfig) -> tuple[str, 
         charset = params.partition("charset=")[2].strip() or None
     ctype = ctype.strip()
     if ctype in HTML_TYPES:
-        return "html", {"source": uri, "position": position, "url": url, "payload": payload, "charset": charset}
+        return R.Html(source=uri, position=position, url=url, payload=payload, charset=charset)
     if ctype in TEXT_TYPES or (not ctype and rec.record_type == WarcRecordType.conversion):
         text, rej = _decode(payload, uri, position, cfg, url)
-        return ("reject", rej) if rej else _text_record(text, payload, uri, position, cfg, url)
-    return "reject", R.reject(R.NON_HTML_RESPONSE, uri, position, payload, f"Content-Type {ctype or 'missing'}",
-                              cfg.preview_chars, url)
+        return rej if rej else _text_record(text, payload, uri, position, cfg, url)
+    return R.reject(R.NON_HTML_RESPONSE, uri, position, payload, f"Content-Type {ctype or 'missing'}",
+                    cfg.preview_chars, url)
 

@@ -8,10 +8,12 @@ paths run identical code and their outputs can be compared.
 from __future__ import annotations
 
 import abc
+import dataclasses
 
 from pipelines.cleaning import c4, gopher, langid
 from pipelines.cleaning.config import CleanConfig
 from pipelines.cleaning.normalize import normalize
+from pipelines.cleaning.records import Document
 
 EMPTY_AFTER_NORMALIZE = "empty_after_normalize"
 
@@ -26,7 +28,7 @@ class Stage(abc.ABC):
         """Heavy state, once per worker (nothing for most stages)."""
 
     @abc.abstractmethod
-    def apply(self, doc: dict) -> tuple[dict | None, str | None]:
+    def apply(self, doc: Document) -> tuple[Document | None, str | None]:
         """(the document, possibly edited, None) to keep it, or (None, drop reason)."""
 
 
@@ -34,27 +36,27 @@ class Normalize(Stage):
     name = "Normalize"
 
     def apply(self, doc):
-        text = normalize(doc["text"], self.cfg.normalize)
+        text = normalize(doc.text, self.cfg.normalize)
         if not text:
             return None, EMPTY_AFTER_NORMALIZE
-        return {**doc, "text": text}, None
+        return dataclasses.replace(doc, text=text), None
 
 
 class LanguageId(Stage):
     name = "LanguageId"
 
     def apply(self, doc):
-        lang, score, reason = langid.check(doc["text"], self.cfg.langid)
+        lang, score, reason = langid.check(doc.text, self.cfg.langid)
         if reason:
             return None, reason
-        return {**doc, "lang": lang, "lang_score": round(score, 4)}, None
+        return dataclasses.replace(doc, lang=lang, lang_score=round(score, 4)), None
 
 
 class GopherRepetition(Stage):
     name = "GopherRepetition"
 
     def apply(self, doc):
-        reason = gopher.repetition(doc["text"], self.cfg.gopher_repetition)
+        reason = gopher.repetition(doc.text, self.cfg.gopher_repetition)
         return (None, reason) if reason else (doc, None)
 
 
@@ -62,7 +64,7 @@ class GopherQuality(Stage):
     name = "GopherQuality"
 
     def apply(self, doc):
-        reason = gopher.quality(doc["text"], self.cfg.gopher_quality)
+        reason = gopher.quality(doc.text, self.cfg.gopher_quality)
         return (None, reason) if reason else (doc, None)
 
 
@@ -70,8 +72,8 @@ class C4Filter(Stage):
     name = "C4"
 
     def apply(self, doc):
-        text, reason = c4.clean(doc["text"], self.cfg.c4)
-        return (None, reason) if reason else ({**doc, "text": text}, None)
+        text, reason = c4.clean(doc.text, self.cfg.c4)
+        return (None, reason) if reason else (dataclasses.replace(doc, text=text), None)
 
 
 def build(cfg: CleanConfig) -> list[Stage]:

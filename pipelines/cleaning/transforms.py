@@ -1,9 +1,11 @@
 """Beam transforms of the clean job, one PTransform per stage.
 
-Every record that enters leaves exactly once: as a kept document (DOC), a drop reason
-(DROP, the rule's name) or a reject record (REJECT). Counts travel as data, (key, n) pairs
-summed by a combiner, so stats.json is exact on every runner (the DaskRunner has no
-metrics); Beam Metrics counters of the same names are incremented alongside for runner UIs.
+Every record that enters leaves exactly once: as a kept document, a drop (the rule's name) or
+a reject (records.py has the record types and their tags). Each of those goes to a block
+(`WriteBlocks`: a hash range of documents, or of rejects), and each block reports its counts;
+the files report how many records they held. So stats.json is exact on every runner (the
+DaskRunner has no metrics) and no count is one element per record; Beam Metrics counters of
+the same names are incremented alongside for runner UIs.
 """
 
 from __future__ import annotations
@@ -13,27 +15,23 @@ import xxhash
 from apache_beam.metrics import Metrics
 
 from common import storage
-from pipelines import documents
+from pipelines import sharding
 from pipelines.cleaning import extract as extract_mod
 from pipelines.cleaning import readers
 from pipelines.cleaning import records as R
+from pipelines.cleaning import sinks
 from pipelines.cleaning import stages as stages_mod
 from pipelines.cleaning.config import CleanConfig, DedupConfig, ReaderConfig
 from pipelines.cleaning.minhash import MinHasher
 from pipelines.cleaning.normalize import dedup_key
+from pipelines.cleaning.records import Tag
 
 NS = "clean"
-# Every element is a (tag, value) pair on ONE output. Single-output ParDos (no with_outputs)
-# because Beam's DaskRunner merges a ParDo's tagged outputs into one bag; selecting by tag
-# downstream works the same on every runner.
-DOC, HTML, DROP, REJECT, COUNT, SHARD = "doc", "html", "drop", "reject", "count", "shard"
+# Every element is a record (records.py) on ONE output. Single-output ParDos (no with_outputs)
+# because Beam's DaskRunner merges a ParDo's tagged outputs into one bag; selecting by the
+# record's tag downstream works the same on every runner.
 EXACT_DUPLICATE = "exact_duplicate"
 NEAR_DUPLICATE = "near_duplicate"
-
-
-def uid(doc: dict) -> str:
-    """Unique and totally ordered even when a dataset repeats its own ids."""
-    return f"{doc['id']}\t{doc['source']}\t{doc['position']:012d}"
 
 
 def _count(name: str, n: int = 1) -> None:
@@ -41,15 +39,15 @@ def _count(name: str, n: int = 1) -> None:
 
 
 class Select(beam.PTransform):
-    """The values of the (tag, value) elements whose tag is one of `tags`."""
+    """The records whose tag is one of `tags`."""
 
-    def __init__(self, *tags: str):
+    def __init__(self, *tags: Tag):
         super().__init__()
         self.tags = frozenset(tags)
 
     def expand(self, pcoll):
         tags = self.tags
-        return pcoll | beam.FlatMap(lambda item: [item[1]] if item[0] in tags else [])
+        return pcoll | beam.Filter(lambda rec: rec.tag in tags)
 
 
 # ----------------------------------------------------------------------------- read + extract
@@ -62,28 +60,28 @@ class _ReadFileFn(beam.DoFn):
     def process(self, item):
         uri, fmt = item
         n = 0
-        for tagged in readers.read_file(uri, fmt, self.cfg, self.settings):
+        for rec in readers.read_file(uri, fmt, self.cfg, self.settings):
             n += 1
-            yield tagged
+            yield rec
         _count("records_read", n)
         _count("files_read")
-        yield COUNT, ("records_read", n)
+        yield R.Count("records_read", n)
 
 
 class _ExtractFn(beam.DoFn):
     def __init__(self, cfg: ReaderConfig):
         self.cfg = cfg
 
-    def process(self, item):
-        if item[0] == HTML:
-            item = extract_mod.extract(item[1], self.cfg)
-        if item[0] == REJECT:
-            _count(f"rejected_{item[1]['reason']}")
-        yield item
+    def process(self, rec):
+        if rec.tag is Tag.HTML:
+            rec = extract_mod.extract(rec, self.cfg)
+        if rec.tag is Tag.REJECT:
+            _count(f"rejected_{rec.reason}")
+        yield rec
 
 
 class ReadInputs(beam.PTransform):
-    """(uri, format) pairs -> (tag, value): DOC documents, REJECT records, COUNT records_read."""
+    """(uri, format) pairs -> Document, Reject and, per file, Count("records_read") records."""
 
     def __init__(self, files: list[tuple[str, str]], cfg: ReaderConfig,
                  settings: storage.StorageSettings | None = None):
@@ -109,27 +107,26 @@ class _StageFn(beam.DoFn):
     def setup(self):
         self.stage.setup()
 
-    def process(self, item):
-        if item[0] != DOC:
-            yield item  # rejects, drops and counts ride along untouched
+    def process(self, doc):
+        if doc.tag is not Tag.DOC:
+            yield doc  # rejects, drops and counts ride along untouched
             return
-        doc = item[1]
         try:
             out, reason = self.stage.apply(doc)
         except Exception as exc:  # noqa: BLE001 - one odd document must not kill a 10-hour job
             _count(f"rejected_{R.RULE_ERROR}")
-            yield REJECT, R.reject(R.RULE_ERROR, doc["source"], doc["position"], doc["text"],
-                                   f"{self.stage.name}: {type(exc).__name__}: {exc}", url=doc.get("url"))
+            yield R.reject(R.RULE_ERROR, doc.source, doc.position, doc.text,
+                           f"{self.stage.name}: {type(exc).__name__}: {exc}", url=doc.url)
             return
         if reason:
             _count(f"dropped_{reason}")
-            yield DROP, reason
+            yield R.Drop(reason, R.key_hash(doc.uid))
         else:
-            yield DOC, out
+            yield out
 
 
 class ApplyStage(beam.PTransform):
-    """One cleaning stage on (tag, value) elements: a DOC stays a DOC or becomes a DROP reason."""
+    """One cleaning stage on records: a Document stays one or becomes a Drop with the rule's name."""
 
     def __init__(self, stage: stages_mod.Stage):
         super().__init__()
@@ -154,49 +151,48 @@ class CleanDocuments(beam.PTransform):
 
 # ----------------------------------------------------------------------------- dedup
 #
-# Dedup shuffles only small (key, id) pairs and emits (id, reason) flags. The documents
-# themselves move once, to their output shard, where flagged ones are dropped (WriteShards).
+# Dedup shuffles only small (key, uid) pairs and emits Flag(uid, reason) records. The documents
+# themselves move once, to their block, where flagged ones are dropped (WriteBlocks).
 
 
-def _flag_all_but_smallest(kv, reason: str):
-    _, uids = kv
+_EXACT_KEY, _NEAR_KEY = "exact:", "near:"  # one key space for both kinds of candidate groups
+
+
+def _flag_all_but_smallest(kv):
+    key, uids = kv
+    reason = EXACT_DUPLICATE if key.startswith(_EXACT_KEY) else NEAR_DUPLICATE
     uids = sorted(set(uids))
     for u in uids[1:]:
-        yield u, reason
+        yield R.Flag(u, reason)
 
 
-class ExactDuplicateFlags(beam.PTransform):
-    """Documents -> (uid, "exact_duplicate") for every document whose normalised text (case and
-    spacing ignored) equals that of a document with a smaller id."""
-
-    def expand(self, docs):
-        return (docs
-                | "KeyByText" >> beam.Map(lambda d: (xxhash.xxh3_128_hexdigest(dedup_key(d["text"]).encode()),
-                                                     uid(d)))
-                | "GroupByText" >> beam.GroupByKey()
-                | "FlagAllButSmallest" >> beam.FlatMap(_flag_all_but_smallest, EXACT_DUPLICATE))
-
-
-class _BandKeysFn(beam.DoFn):
+class _DedupKeysFn(beam.DoFn):
     def __init__(self, cfg: DedupConfig):
         self.cfg = cfg
 
     def setup(self):
-        self.hasher = MinHasher(self.cfg)  # permutation constants, once per worker
+        self.hasher = MinHasher(self.cfg) if self.cfg.near else None  # permutation constants, once per worker
 
     def process(self, doc):
-        u = uid(doc)
-        for key in self.hasher.band_keys(doc["text"]):
-            yield key, u
+        u = doc.uid
+        if self.cfg.exact:
+            yield _EXACT_KEY + xxhash.xxh3_128_hexdigest(dedup_key(doc.text).encode()), u
+        if self.hasher is not None:
+            for key in self.hasher.band_keys(doc.text):
+                yield _NEAR_KEY + key, u
 
 
-class NearDuplicateFlags(beam.PTransform):
-    """Documents -> (uid, "near_duplicate"), by MinHash LSH. Documents sharing a band bucket are
-    candidates; in each bucket every document but the smallest id is flagged (once per shared
-    bucket; the shard writer reads flags as a set). So no two kept
-    documents share a bucket, and the smallest id of every connected cluster is kept.
-    Exact duplicates share all their buckets with their smallest twin, so running this on
-    the same documents as ExactDuplicateFlags gives what running it after exact dedup would."""
+class DuplicateFlags(beam.PTransform):
+    """Documents -> Flag(uid, reason) records, through one GroupByKey of (key, uid) pairs.
+
+    exact: documents whose normalised text (case and spacing ignored) is the same share a key;
+    near: MinHash LSH, one key per band, so documents sharing a band bucket are candidates. In
+    every group all but the smallest uid are flagged (a document in several groups gets several
+    flags; the block writer reads them as a set, exact first). So no two kept documents share a
+    bucket, and the smallest id of every connected cluster is kept, on any runner and in any
+    order. Exact duplicates share all their buckets with their smallest twin, so both kinds on
+    the same documents give what near dedup after exact dedup would.
+    """
 
     def __init__(self, cfg: DedupConfig):
         super().__init__()
@@ -204,9 +200,9 @@ class NearDuplicateFlags(beam.PTransform):
 
     def expand(self, docs):
         return (docs
-                | "BandKeys" >> beam.ParDo(_BandKeysFn(self.cfg))
-                | "GroupByBand" >> beam.GroupByKey()
-                | "FlagAllButSmallest" >> beam.FlatMap(_flag_all_but_smallest, NEAR_DUPLICATE))
+                | "DedupKeys" >> beam.ParDo(_DedupKeysFn(self.cfg))
+                | "GroupByKey" >> beam.GroupByKey()
+                | "FlagAllButSmallest" >> beam.FlatMap(_flag_all_but_smallest))
 
 
 # ----------------------------------------------------------------------------- sinks
@@ -214,93 +210,88 @@ class NearDuplicateFlags(beam.PTransform):
 _REASON_ORDER = (EXACT_DUPLICATE, NEAR_DUPLICATE)  # a document flagged by both counts as exact
 
 
-def _shard_of(key: str, count: int) -> int:
-    return xxhash.xxh64_intdigest(key.encode()) % count
+def _block_key(rec, blocks: int):
+    """Where a record is counted and written: documents (and their drops) by a hash of the
+    document's uid, rejects by a hash of their place in the input."""
+    if rec.tag is Tag.DOC:
+        return [((sinks.DOCUMENTS, sharding.block_of(R.key_hash(rec.uid), blocks)), rec)]
+    if rec.tag is Tag.DROP:
+        return [((sinks.DOCUMENTS, sharding.block_of(rec.hash, blocks)), rec)]
+    if rec.tag is Tag.REJECT:
+        return [((sinks.REJECTS, sharding.block_of(R.key_hash(rec.key), blocks)), rec)]
+    return [((sinks.READ, 0), rec)]  # the files' Counts: summed in one small group
 
 
-class _WriteShardFn(beam.DoFn):
-    def __init__(self, output: str, kind: str, count: int, settings: storage.StorageSettings | None):
-        self.output, self.kind, self.count, self.settings = output, kind, count, settings
+class _WriteBlockFn(beam.DoFn):
+    def __init__(self, output: str, settings: storage.StorageSettings | None):
+        self.output, self.settings = output, settings
 
     def process(self, kv):
-        index, values = kv
-        rows, flags = [], {}
-        for tag, v in values:
-            if tag == "row":
-                rows.append(v)
-            elif tag == "flag":
-                flags.setdefault(v[0], set()).add(v[1])
-        if flags:
-            kept = []
-            for r in rows:
-                reasons = flags.get(uid(r))
-                if reasons:
-                    reason = min(reasons, key=_REASON_ORDER.index)
-                    _count(f"dropped_{reason}")
-                    yield DROP, reason
-                else:
-                    kept.append(r)
-            rows = kept
-        rows.sort(key=R.sort_key)
-        if self.kind == "documents":
-            data = documents.encode_shard(rows)
-            path = f"{documents.DOCUMENTS_DIR}/{documents.shard_name(index, self.count, '.parquet')}"
-            _count("kept", len(rows))
-        else:
-            data = documents.encode_rejects(rows)
-            path = f"{documents.REJECTS_DIR}/{documents.shard_name(index, self.count, '.jsonl.gz')}"
-        storage.write_bytes(storage.join(self.output, path), data, self.settings)
-        _count(f"{self.kind}_shards_written")
-        yield SHARD, {"kind": self.kind, "path": path, "records": len(rows), "bytes": len(data),
-                      "sha256": storage.sha256_bytes(data)}
+        (kind, block), values = kv
+        if kind == sinks.READ:
+            yield sharding.BlockInfo(kind, (block,), None, 0, 0, {"records_read": sum(c.n for c in values)})
+            return
+        if kind == sinks.REJECTS:
+            rejects = sorted(values, key=lambda r: r.key)
+            counts: dict = {}
+            for r in rejects:
+                sharding.add_counts(counts, {f"rejected:{r.reason}": 1})
+            path = sharding.work_path(kind, f"block-{block:07d}.jsonl.gz")
+            size = sharding.write_block(self.output, path, lambda f: sinks.write_rejects_block(rejects, f),
+                                        self.settings)
+            yield sharding.BlockInfo(kind, (block,), path, size, len(rejects), counts)
+            return
+        docs, flags, counts = [], {}, {}
+        for rec in values:
+            if rec.tag is Tag.DOC:
+                docs.append(rec)
+            elif rec.tag is Tag.FLAG:
+                flags.setdefault(rec.uid, set()).add(rec.reason)
+            else:  # a rule's drop, counted in its document's block
+                sharding.add_counts(counts, {f"dropped:{rec.reason}": 1})
+        keyed = []
+        for d in docs:
+            u = d.uid
+            reasons = flags.get(u)
+            if reasons:
+                reason = min(reasons, key=_REASON_ORDER.index)
+                _count(f"dropped_{reason}")
+                sharding.add_counts(counts, {f"dropped:{reason}": 1})
+            else:
+                keyed.append((R.key_hash(u), u, d))
+        # Ordered by hash, then uid: blocks are hash ranges, so every shard, and the output as a
+        # whole, is in this order, whatever order the runner delivered the documents in.
+        keyed.sort(key=lambda t: (t[0], t[1]))
+        counts["kept"] = len(keyed)
+        _count("kept", len(keyed))
+        path, size = None, 0
+        if keyed:
+            path = sharding.work_path(kind, f"block-{block:07d}.parquet")
+            size = sharding.write_block(self.output, path,
+                                        lambda f: sinks.write_documents_block([t[2] for t in keyed], f), self.settings)
+        yield sharding.BlockInfo(kind, (block,), path, size, len(keyed), counts)
 
 
-def _reject_key(r: dict) -> str:
-    return f"{r['source']}\t{r['position']}"
+class WriteBlocks(beam.PTransform):
+    """Documents, Drops, Rejects and Counts (and dedup Flags) -> one BlockInfo per block that got any.
 
+    A document's block is a contiguous range of a 64-bit hash of its uid (`blocks` of them, sized
+    from the input by `output.block_input_mb`), so one block's documents are a bounded group,
+    sorted by hash and written under _work/ by one call; flagged documents are dropped there.
+    """
 
-class WriteShards(beam.PTransform):
-    """Records (and, for documents, dedup flags) -> `count` shards chosen by a hash of a stable
-    key, each filtered, sorted and written by one DoFn call under a deterministic name (every
-    index, even when empty) -> SHARD descriptions, plus a DROP for each flagged document."""
-
-    def __init__(self, output: str, kind: str, count: int, settings: storage.StorageSettings | None = None):
+    def __init__(self, output: str, blocks: int, settings: storage.StorageSettings | None = None):
         super().__init__()
-        if kind not in ("documents", "rejects"):
-            raise ValueError(kind)
-        self.output, self.kind, self.count, self.settings = output, kind, count, settings
+        self.output, self.blocks, self.settings = output, blocks, settings
 
     def expand(self, inputs):
         recs, flags = inputs if isinstance(inputs, tuple) else (inputs, None)
-        count = self.count
-        key = uid if self.kind == "documents" else _reject_key
-        parts = [recs | "AssignShard" >> beam.Map(lambda r: (_shard_of(key(r), count), ("row", r))),
-                 recs.pipeline | "AllShardIds" >> beam.Create([(i, ("empty", None)) for i in range(count)])]
+        blocks = self.blocks
+        parts = [recs | "KeyByBlock" >> beam.FlatMap(_block_key, blocks)]
         if flags is not None:
-            parts.append(flags | "FlagsToShard" >> beam.Map(lambda f: (_shard_of(f[0], count), ("flag", f))))
+            parts.append(flags | "FlagsByBlock" >> beam.Map(
+                lambda f: ((sinks.DOCUMENTS, sharding.block_of(R.key_hash(f.uid), blocks)), f)))
         return (tuple(parts)
-                | "WithEmptyAndFlags" >> beam.Flatten()
-                | "GroupByShard" >> beam.GroupByKey()
-                | "WriteShard" >> beam.ParDo(_WriteShardFn(self.output, self.kind, count, self.settings)))
-
-
-class Finalize(beam.PTransform):
-    """SHARD and COUNT elements -> one group -> stats.json, then manifest.json. It runs only
-    after every shard exists, because it consumes every shard's description. (A GroupByKey on
-    one key rather than CombineGlobally: no side inputs, which the DaskRunner lacks.)"""
-
-    def __init__(self, finalize):
-        super().__init__()
-        self.finalize = finalize
-
-    def expand(self, items):
-        shards = items | "Shards" >> Select(SHARD)
-        summed = (items | "Counts" >> Select(COUNT)
-                  | "SumCounts" >> beam.CombinePerKey(sum)
-                  | "TagCounts" >> beam.Map(lambda kv: (COUNT, kv)))
-        finalize = self.finalize
-        return ((shards | "TagShards" >> beam.Map(lambda s: (SHARD, s)), summed)
-                | "Everything" >> beam.Flatten()
-                | "OneKey" >> beam.Map(lambda x: (0, x))
-                | "AsOneGroup" >> beam.GroupByKey()
-                | "WriteStatsAndManifest" >> beam.Map(lambda kv: finalize(list(kv[1]))))
+                | "WithFlags" >> beam.Flatten()
+                | "GroupByBlock" >> beam.GroupByKey()
+                | "WriteBlock" >> beam.ParDo(_WriteBlockFn(self.output, self.settings)))

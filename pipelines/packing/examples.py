@@ -47,9 +47,9 @@ SPLIT_WINDOW = 16
 WIDEN = 2
 
 
-def shard_rng(seed: int, shard: int, num_shards: int) -> random.Random:
-    """The RNG of one output shard: a function of (seed, shard, num_shards) only."""
-    digest = hashlib.sha256(f"electra-pack:{seed}:{shard}:{num_shards}".encode()).digest()
+def unit_rng(seed: int, unit: str) -> random.Random:
+    """The RNG of one work unit: a function of (seed, the unit's place in the input) only."""
+    digest = hashlib.sha256(f"electra-pack:{seed}:{unit}".encode()).digest()
     return random.Random(int.from_bytes(digest[:8], "big"))
 
 

@@ -16,6 +16,7 @@ import hashlib
 import html.parser
 import functools
 import os
+import random
 import sysconfig
 from pathlib import Path
 from typing import Iterator
@@ -132,6 +133,26 @@ def documents(limit_chars: int | None = None, multilingual: bool = True) -> list
     return out
 
 
+def variant(text: str, copy: int) -> str:
+    """Copy `copy` of a text with the words of each line shuffled (the last word, which carries the
+    line's end mark, stays last); copy 0 is the text itself. Each copy keeps every per-document
+    statistic the cleaning rules look at (words, lengths, lines, stop words, end marks, characters)
+    but shares almost no 5-word shingle with the others, so a corpus of copies scales real text
+    past what the machine has without dedup folding it back."""
+    if copy == 0:
+        return text
+    rng = random.Random(copy)
+    out = []
+    for line in text.split("\n"):
+        words = line.split(" ")
+        if len(words) > 2:
+            head = words[:-1]
+            rng.shuffle(head)
+            line = " ".join(head + words[-1:])
+        out.append(line)
+    return "\n".join(out)
+
+
 def lines(n: int) -> list[str]:
     """`n` non-empty lines of real text (with the multilingual lines mixed in), for tokenizer parity tests."""
     out: list[str] = []
@@ -158,7 +179,7 @@ def write_documents(output: str, docs: list[dict], num_shards: int = 3, settings
         data = documents.encode_shard(part)
         path = f"{documents.DOCUMENTS_DIR}/{documents.shard_name(i, num_shards)}"
         storage.write_bytes(storage.join(output, path), data, settings)
-        shards.append({"path": path, "rows": len(part), "sha256": storage.sha256_bytes(data)})
+        shards.append({"path": path, "records": len(part), "bytes": len(data), "sha256": storage.sha256_bytes(data)})
     m = manifest.build("documents", inputs=[], config={"source": "pipelines.packing.prose"}, shards=shards,
                        counters={"records_read": len(rows), "kept": len(rows)})
     manifest.write(output, m, settings)

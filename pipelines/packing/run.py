@@ -11,10 +11,10 @@ import numpy as np
 
 from common import claims, manifest, storage
 from pipelines import beam as beam_opts
-from pipelines import documents, packformat
+from pipelines import packformat, sharding
 from pipelines.packing.config import PackConfig
 from pipelines.packing.encode import encoder_for
-from pipelines.packing.transforms import WORK_DIR, PackDocuments, sidecar_uri
+from pipelines.packing.transforms import SUMMARY, PackDocuments
 from pipelines.tokenizer.load import load_for_pack
 from pipelines.tokenizer.pretrained import HFTokenizer
 
@@ -39,37 +39,39 @@ def run(cfg: PackConfig, beam_args: list[str] | None = None, *, break_claim: boo
 def _run(cfg: PackConfig, job: beam_opts.BeamJob, claim: claims.Claim) -> dict:
     options, settings = job.options, job.settings
     docs_manifest = manifest.read(cfg.input, kind="documents", settings=settings)
-    uris = documents.shard_uris(cfg.input, settings)
-    if not uris:
+    paths = [s["path"] for s in docs_manifest["shards"]]
+    if not paths:
         raise EmptyInputError(f"{cfg.input} lists no document shards: nothing to pack")
     # This project's tokenizer output (its hash and special tokens verified) or an existing HF tokenizer.
     tok = load_for_pack(cfg.tokenizer, settings)
     specials = tok.special_ids.as_dict()
     dtype = packformat.dtype_for_vocab(tok.vocab_size).str
-    num_shards = cfg.num_shards or len(uris)
+    work = storage.join(cfg.output, sharding.WORK_DIR) + "/"
 
     # A rerun must never leave an older manifest describing newer (or half-written) shards.
     storage.delete(manifest.manifest_uri(cfg.output), settings)
-    storage.delete_prefix(storage.join(cfg.output, WORK_DIR) + "/", settings)
+    storage.delete_prefix(work, settings)
     storage.delete_prefix(storage.join(cfg.output, TOKENIZER_COPY) + "/", settings)
+    storage.abort_stale_uploads(cfg.output.rstrip("/") + "/", settings)
 
     encoder = encoder_for(tok, cfg.encode_batch_docs, dtype)
     p = beam.Pipeline(options=options)
-    _ = (p | "OutputShards" >> beam.Create(list(range(num_shards)))
-         | "Pack" >> PackDocuments(cfg, num_shards, uris, encoder, specials, dtype, settings))
+    _ = (p | "InputShards" >> beam.Create(list(enumerate(paths)))
+         | "Pack" >> PackDocuments(cfg, cfg.input, encoder, specials, dtype, settings))
     job.run(p)
 
-    infos = [json.loads(storage.read_text(sidecar_uri(cfg.output, i), settings)) for i in range(num_shards)]
-    counters: dict[str, int] = {}
-    for info in infos:
-        for k, v in info["counts"].items():
-            counters[k] = counters.get(k, 0) + v
-    if counters.get("tokens_packed", 0) == 0:
-        storage.delete_prefix(storage.join(cfg.output, WORK_DIR) + "/", settings)
-        raise EmptyInputError(f"{cfg.input} has {counters.get('docs', 0)} documents but no text to pack; "
+    try:
+        summary = json.loads(storage.read_text(storage.join(cfg.output, SUMMARY), settings))
+    except FileNotFoundError:  # no input shard had a row group: nothing reached the summary
+        summary = {"counts": {}, "shards": []}
+    counters, shards = summary["counts"], summary["shards"]
+    counters = {k: counters.get(k, 0) for k in sorted(set(counters) | {"tokens_packed", "docs", "examples"})}
+    if counters["tokens_packed"] == 0:
+        storage.delete_prefix(work, settings)
+        raise EmptyInputError(f"{cfg.input} has {counters['docs']} documents but no text to pack; "
                               "no manifest written")
-    _remove_stale_shards(cfg.output, {i["path"] for i in infos}, settings)
-    storage.delete_prefix(storage.join(cfg.output, WORK_DIR) + "/", settings)
+    _remove_stale_shards(cfg.output, {s["path"] for s in shards}, settings)
+    storage.delete_prefix(work, settings)
 
     examples = counters["examples"]
     inputs = [manifest.input_ref(cfg.input, docs_manifest)]
@@ -85,7 +87,7 @@ def _run(cfg: PackConfig, job: beam_opts.BeamJob, claim: claims.Claim) -> dict:
         "pack",
         inputs=inputs,
         config=dataclasses.asdict(cfg),
-        shards=[{k: i[k] for k in ("path", "examples", "tokens", "sha256", "bytes")} for i in infos],
+        shards=shards,
         counters=counters,
         format=packformat.FORMAT,
         dtype=np.dtype(dtype).name,  # "uint16" | "uint32", always little-endian on disk
@@ -99,7 +101,7 @@ def _run(cfg: PackConfig, job: beam_opts.BeamJob, claim: claims.Claim) -> dict:
     claim.check()
     manifest.write(cfg.output, m, settings)
     log.info("packed %d examples (%d tokens, padding %.4f) into %d shards",
-             examples, counters["tokens_packed"], m["padding_fraction"], num_shards)
+             examples, counters["tokens_packed"], m["padding_fraction"], len(shards))
     return m
 
 

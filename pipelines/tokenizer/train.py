@@ -60,16 +60,16 @@ def _run(cfg: TokenizerConfig, settings: storage.StorageSettings | None, claim: 
     import sentencepiece as spm
 
     docs_manifest = manifest.read(cfg.input, kind="documents", settings=settings)
-    ids, total = select_ids(cfg.input, cfg.sample_docs, cfg.sample_seed, settings)
+    ids, total, shards = select_ids(cfg.input, cfg.sample_docs, cfg.sample_seed, settings)
     if not ids:
         raise ValueError(f"{cfg.input} has no documents: nothing to train a tokenizer on")
-    log.info("sampled %d of %d documents", len(ids), total)
+    log.info("sampled %d of %d documents from %d shards", len(ids), total, len(shards))
 
     stats: dict = {}
     buf = io.BytesIO()
     # A generator, not a file or list: the trainer pulls sentences as it reads them.
     try:
-        spm.SentencePieceTrainer.train(sentence_iterator=iter_sample_sentences(cfg.input, ids, stats, settings),
+        spm.SentencePieceTrainer.train(sentence_iterator=iter_sample_sentences(shards, ids, stats, settings),
                                        model_writer=buf, **trainer_options(cfg))
     except RuntimeError as exc:  # e.g. "Vocabulary size too high": the sample is too small for vocab_size
         raise ValueError(f"SentencePiece training on {len(ids)} documents of {cfg.input} failed: {exc}") from None
@@ -95,7 +95,7 @@ def _run(cfg: TokenizerConfig, settings: storage.StorageSettings | None, claim: 
         inputs=[manifest.input_ref(cfg.input, docs_manifest)],
         config=cfg,
         shards=files,
-        counters={"documents_total": total, "documents_sampled": stats.get("docs", 0),
+        counters={"documents_total": total, "documents_sampled": stats.get("docs", 0), "shards_read": len(shards),
                   "sentences": stats.get("sentences", 0), "chars": stats.get("chars", 0)},
         vocab_size=sp.get_piece_size(),
         special_ids=dict(SPECIAL_IDS),
