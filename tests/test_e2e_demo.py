@@ -339,7 +339,7 @@ def test_make_deploy_registers_every_deployment_on_a_fresh_server(stack):
         pools = {p.name: p.type for p in client.read_work_pools()}
         registered = {d.name for d in client.read_deployments()}
     assert {name: pools.get(name) for name in want.pools} == want.pools
-    assert set(want.deployments) <= registered and len(want.deployments) == 5
+    assert want.deployments and set(want.deployments) <= registered
     again = subprocess.run(cmd, cwd=REPO, env=stack.child_env(), capture_output=True, text=True, timeout=600)
     assert again.returncode == 0 and "0 work pools created" in again.stdout, again.stderr[-3000:]
 
