@@ -9,7 +9,7 @@ STAMP  := $(VENV)/.installed
 # stale lock in ~/.cache (another checkout's, a killed run's) cannot hang these tests or the demo.
 export TORCH_EXTENSIONS_DIR ?= $(abspath $(VENV))/torch_extensions
 
-.PHONY: venv test test-fast demo demo-stop bench clean
+.PHONY: venv test test-fast demo demo-stop deploy bench clean
 
 venv: $(STAMP)
 
@@ -37,6 +37,10 @@ demo: $(STAMP)
 
 demo-stop:
 	bash infra/local/stop.sh
+
+# Every deployment of prefect.yaml on the server PREFECT_API_URL names, creating its work pools first.
+deploy: $(STAMP)
+	$(BIN)/python -m flows.deploy
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/clean_throughput.py

@@ -316,3 +316,38 @@ def test_scheduled_report_never_overlaps_and_skips_an_evaluated_model(stack, tmp
     assert summary["stages"]["report"] == {**summary["stages"]["report"], "output": reports[0][0], "skipped": True}
     assert "evaluate" not in _task_states(stack, third)
     assert len(stages.find_reports(f"{demo.BUCKET}/{run}", model_hash, "quick")) == 1
+
+
+def test_make_deploy_registers_every_deployment_on_a_fresh_server(stack):
+    """`make deploy` (python -m flows.deploy) on a server that has only the demo's pool: it creates the pools
+    prefect.yaml names and registers all its deployments; a second run creates nothing. (Last in this module:
+    it moves glue-squad-report back onto its own pool.)"""
+    import subprocess
+    import sys
+
+    from prefect.client.orchestration import get_client
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    from flows import deploy
+
+    want = deploy.plan()
+    cmd = [sys.executable, "-m", "flows.deploy"]
+    first = subprocess.run(cmd, cwd=REPO, env=stack.child_env(), capture_output=True, text=True, timeout=600)
+    assert first.returncode == 0, first.stderr[-3000:]
+    assert f"{len(want.deployments)} deployments registered" in first.stdout
+    with temporary_settings({PREFECT_API_URL: stack.api_url}), get_client(sync_client=True) as client:
+        pools = {p.name: p.type for p in client.read_work_pools()}
+        registered = {d.name for d in client.read_deployments()}
+    assert {name: pools.get(name) for name in want.pools} == want.pools
+    assert want.deployments and set(want.deployments) <= registered
+    again = subprocess.run(cmd, cwd=REPO, env=stack.child_env(), capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0 and "0 work pools created" in again.stdout, again.stderr[-3000:]
+
+
+def test_deploy_refuses_a_pool_it_has_no_type_for(tmp_path):
+    from flows import deploy
+
+    spec = tmp_path / "prefect.yaml"
+    spec.write_text(yaml.safe_dump({"deployments": [{"name": "x", "work_pool": {"name": "mystery-pool"}}]}))
+    with pytest.raises(deploy.DeployError, match="mystery-pool"):
+        deploy.plan(spec)
