@@ -109,9 +109,11 @@ sys.exit(pack.main(sys.argv[1:]))
 
 def test_a_killed_upload_leaves_no_object_no_manifest_and_a_rerun_cleans_up(s3_bucket, tmp_path):
     import os
+    import queue
     import signal
     import subprocess
     import sys
+    import threading
 
     docs = prose.documents(limit_chars=1_200_000, multilingual=False)
     prose.write_documents(f"{s3_bucket}/docs", docs, num_shards=2)
@@ -119,11 +121,17 @@ def test_a_killed_upload_leaves_no_object_no_manifest_and_a_rerun_cleans_up(s3_b
     argv = ["--input", f"{s3_bucket}/docs", "--tokenizer", f"{s3_bucket}/tok", "--output", f"{s3_bucket}/pack",
             "--max-seq-length", "128", "--shard-mb", "0.25", "--direct_running_mode=in_memory", "--direct_num_workers=1"]
     repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    proc = subprocess.Popen([sys.executable, "-c", _KILLED_PACK, *argv], stdout=subprocess.PIPE, text=True,
-                            env={**os.environ, "PYTHONPATH": repo}, start_new_session=True)
+    # --debug: the job's output stays on stdout (otherwise it goes to a log file, and so would UPLOADING).
+    proc = subprocess.Popen([sys.executable, "-c", _KILLED_PACK, *argv, "--debug"], stdout=subprocess.PIPE,
+                            text=True, env={**os.environ, "PYTHONPATH": repo}, start_new_session=True)
+    lines: queue.Queue = queue.Queue()
+    threading.Thread(target=lambda: [lines.put(x) for x in iter(proc.stdout.readline, "")] + [lines.put("")],
+                     daemon=True).start()
     try:
-        line = proc.stdout.readline()
-        assert line.startswith("UPLOADING"), line
+        line = ""
+        while not line.startswith("UPLOADING"):
+            line = lines.get(timeout=300)  # a job that never reaches a shard upload fails here, not hangs
+            assert line, "the pack job ended before uploading a shard"
     finally:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait(timeout=60)
