@@ -32,11 +32,14 @@ the group's data. Imported only when the DaskRunner is used (it needs dask).
 from __future__ import annotations
 
 import math
+import pickle
 
 from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.runners.dask import overrides as _ov
 from apache_beam.runners.dask import transform_evaluator as _te
 from apache_beam.utils.windowed_value import WindowedValue
+from dask.bag.core import groupby_tasks
+from dask.base import tokenize
 from dask.sizeof import sizeof
 
 # Input partitions joined into one before a GroupByKey's shuffle. 8 of the clean job's partitions
@@ -76,9 +79,30 @@ def _key(item):
     return item[0]
 
 
-def _unwindowed_group(kv):
-    k, values = kv
-    return k, [_te.defenestrate(v[1]) for v in values]
+def _bucket(key, buckets: int) -> int:
+    return int(tokenize(key), 16) % buckets  # tokenize: the same on every worker (hash() of a str is not)
+
+
+def _to_buckets(items, buckets: int) -> list[tuple[int, bytes]]:
+    """A joined partition's (key, value) items -> one (bucket, pickled list of its items) per bucket."""
+    out: dict[int, list] = {}
+    for item in items:
+        out.setdefault(_bucket(item[0], buckets), []).append(item)
+    return [(b, pickle.dumps(group, protocol=pickle.HIGHEST_PROTOCOL)) for b, group in sorted(out.items())]
+
+
+def _identity(x):
+    return x
+
+
+def _from_buckets(partition) -> list:
+    """(bucket, [(bucket, blob), ...]) of one output partition -> (key, [values]) per key."""
+    groups: dict = {}
+    for _, pieces in partition:
+        for _, blob in pieces:
+            for k, v in pickle.loads(blob):
+                groups.setdefault(k, []).append(_te.defenestrate(v))
+    return list(groups.items())
 
 
 def grouped_partitions(partitions: int, fan_in: int) -> int:
@@ -87,13 +111,16 @@ def grouped_partitions(partitions: int, fan_in: int) -> int:
 
 
 class GroupByKey(_te.DaskBagOp):
-    """The runner's GroupByKey, on input partitions joined `fan_in` at a time (see the docstring)."""
+    """The runner's GroupByKey on input partitions joined `fan_in` at a time, moving one pickled
+    blob per (joined partition, output bucket) through dask's task shuffle (see the docstring)."""
 
     fan_in = DEFAULT_GROUP_FAN_IN
 
     def apply(self, input_bag, side_inputs=None):
-        joined = input_bag.repartition(npartitions=grouped_partitions(input_bag.npartitions, self.fan_in))
-        return joined.groupby(_key, shuffle="tasks").map(_unwindowed_group)
+        m = grouped_partitions(input_bag.npartitions, self.fan_in)
+        blobs = input_bag.repartition(npartitions=m).map_partitions(_to_buckets, m)
+        # Bucket b goes to output partition b (identity hash: the shuffle's digits of b are unique).
+        return groupby_tasks(blobs, _key, hash=_identity).map_partitions(_from_buckets)
 
 
 def install(options: PipelineOptions | None = None) -> None:
