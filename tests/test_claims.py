@@ -15,7 +15,7 @@ import pytest
 
 from common import claims, manifest, storage
 from pipelines import clean
-from test_clean_fixtures import good_corpus
+from clean_inputs import good_corpus
 
 REPO = Path(__file__).resolve().parent.parent
 

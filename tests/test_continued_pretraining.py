@@ -24,7 +24,7 @@ import shutil
 import numpy as np
 import pytest
 import torch
-from test_train_support import deepspeed_cmd, preempt, run_launcher, train_overrides
+from train_support import deepspeed_cmd, preempt, run_launcher, train_overrides
 
 from common import storage
 from pipelines.packformat import PackReader

@@ -17,17 +17,7 @@ from pathlib import Path
 import psutil
 import pytest
 import torch
-from test_train_support import (  # noqa: F401  (real_pack is a fixture; `reference` comes from conftest.py)
-    STEPS,
-    deepspeed_cmd,
-    free_port,
-    overrides,
-    preempt,
-    real_pack,
-    run_launcher,
-    start,
-    wait,
-)
+from train_support import STEPS, deepspeed_cmd, free_port, overrides, preempt, run_launcher, start, wait
 
 from common import storage
 from pretraining import checkpoint as ckpt

@@ -1,4 +1,5 @@
-"""Shared helpers for the pretraining tests: a small real-text pack and the DeepSpeed launcher.
+"""Shared helpers for the pretraining tests (plain functions; the fixtures built on them, `real_pack` and
+`reference`, are in conftest.py): a small real-text pack and the DeepSpeed launcher.
 
 The pack is built here, not by pipelines.pack, so these tests do not depend on the
 data jobs: license texts from /usr/share/common-licenses (real English prose present
@@ -147,21 +148,6 @@ def _row(sents: list[list[int]], rng: random.Random) -> list[int]:
     else:
         row = [2] + flat + [3]
     return row + [0] * (SEQ_LEN - len(row))
-
-
-@pytest.fixture(scope="session")
-def real_pack(tmp_path_factory) -> dict:
-    """{"pack": dir, "tokenizer": dir, "manifest": pack manifest, "corpus_sha256": ...}; built once per session."""
-    base = tmp_path_factory.getbasetemp() / "real_pack"
-    done = base / "info.json"
-    if not done.exists():
-        text, sha = prose()
-        tm = build_tokenizer(text, base / "tokenizer")
-        pm = build_pack(text, base / "tokenizer", tm, base / "pack")
-        done.write_text(json.dumps({"pack": str(base / "pack"), "tokenizer": str(base / "tokenizer"),
-                                    "corpus_sha256": sha, "vocab_size": pm["vocab_size"],
-                                    "manifest_hash": pm["manifest_hash"]}))
-    return json.loads(done.read_text())
 
 
 # ----------------------------------------------------------------------------- launcher

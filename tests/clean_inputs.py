@@ -1,4 +1,4 @@
-"""Builders for the clean job's test inputs (no tests here; imported by tests/test_clean_*.py).
+"""Builders for the clean job's test inputs (plain functions, no tests; imported by tests/test_clean_*.py).
 
 Documents are generated from a seeded grammar so each one is distinct prose that passes
 the C4 and Gopher rules, and near-duplicates can be made on purpose.
