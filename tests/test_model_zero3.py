@@ -96,7 +96,7 @@ def test_zero3_two_ranks_match_plain_pytorch():
 # ----------------------------------------------------------------------------- the child process
 # One function per check (CHECKS maps the names on the command line to them); the helpers before them hold what
 # they share: the model config, DeepSpeed config, batches and masking draws.
-LR, STEPS, MICRO, SEQ = 2e-3, 6, 4, 32
+LR, STEPS, MICRO, SEQ, VOCAB = 2e-3, 6, 4, 32, 512
 
 
 def _worker(names: list[str]) -> dict:
@@ -117,7 +117,7 @@ def _model_config():
 
     from pretraining.sizes import electra_tiny
 
-    return dataclasses.replace(electra_tiny(), vocab_size=512, hidden_dropout_prob=0.0,
+    return dataclasses.replace(electra_tiny(), vocab_size=VOCAB, hidden_dropout_prob=0.0,
                                attention_probs_dropout_prob=0.0)
 
 
@@ -138,12 +138,12 @@ def _engine(model):
     return engine
 
 
-def _batch(step: int, part: int, vocab_size: int):
+def _batch(step: int, part: int):
     """Micro-batch `part` of `step`: the same on every rank that asks for it (the plain run asks for every rank's)."""
     import torch
 
     g = torch.Generator().manual_seed(1000 * step + part)
-    ids = torch.randint(5, vocab_size, (MICRO, SEQ), generator=g)
+    ids = torch.randint(5, VOCAB, (MICRO, SEQ), generator=g)
     ids[:, 0], ids[:, 15], ids[:, -1] = 2, 3, 3
     ids[1, 24:] = 0  # some padding
     am = (ids != 0).long()
@@ -164,8 +164,9 @@ def _external(module) -> list[str]:
                   if getattr(m, "_external_params", None))
 
 
-def _one_step(engine, rank: int, vocab_size: int):
-    out = engine(*_batch(0, rank, vocab_size), generator=_rng(0, rank))
+def _forward_backward(engine, rank: int):
+    """The first step's forward and backward of this rank's micro-batch; the output."""
+    out = engine(*_batch(0, rank), generator=_rng(0, rank))
     engine.backward(out.loss)
     return out
 
@@ -184,7 +185,7 @@ def _zero_init() -> dict:
     with deepspeed.zero.GatheredParameters([we.weight, ln.weight]):
         stats = {"word_std": float(we.weight[5:].std()), "pad_row_abs": float(we.weight[0].abs().sum()),
                  "layernorm_mean": float(ln.weight.mean())}
-    out = _one_step(engine, rank, cfg.vocab_size)
+    out = _forward_backward(engine, rank)
     engine.step()
     return stats | {"loss_finite": bool(torch.isfinite(out.loss))}
 
@@ -204,7 +205,7 @@ def _naive_head() -> dict:
     model = cfg.build()
     model.generator_head.__class__ = NaiveHead
     engine = _engine(model)
-    _one_step(engine, rank, cfg.vocab_size)
+    _forward_backward(engine, rank)
     return {"external_params": _external(engine.module)}
 
 
@@ -234,13 +235,13 @@ def _train_vs_plain() -> dict:
 
     zero3_losses, plain_losses, diff, scale = [], [], {}, {}
     for step in range(STEPS):
-        out = engine(*_batch(step, rank, cfg.vocab_size), generator=_rng(step, rank))
+        out = engine(*_batch(step, rank), generator=_rng(step, rank))
         engine.backward(out.loss)
         # The plain reference sees every rank's batch; DeepSpeed averages the ranks' gradients.
         opt.zero_grad()
         ref_losses = []
         for part in range(world):
-            ref = plain(*_batch(step, part, cfg.vocab_size), generator=_rng(step, part))
+            ref = plain(*_batch(step, part), generator=_rng(step, part))
             (ref.loss / world).backward()
             ref_losses.append(ref.loss.item())
         if step == 0:
@@ -254,7 +255,7 @@ def _train_vs_plain() -> dict:
         plain_losses.append(ref_losses[rank])
     # Export straight from the partitioned engine (to_hf gathers) and compare with the engine's own logits.
     engine.eval()
-    ids, am, tt = _batch(0, rank, cfg.vocab_size)
+    ids, am, tt = _batch(0, rank)
     with torch.no_grad():
         disc, gen = engine.module.to_hf()
         export_diff = float((engine.module.discriminator_logits(ids, am, tt)
