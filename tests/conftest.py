@@ -1,5 +1,6 @@
-"""Shared fixtures: one SeaweedFS S3 gateway per test session (on a free loopback port), the real-text pack and
-the reference 2-rank ZeRO-3 run of the pretraining tests.
+"""Shared fixtures: one SeaweedFS S3 gateway per test session (on a free loopback port) and its buckets, a root
+on both stores, the real-text pack and the reference 2-rank ZeRO-3 run of the pretraining tests, and the tiny
+model the evaluation tests fine-tune.
 
 Fixtures live here; plain helper functions live in modules without the test_ prefix beside the tests
 (train_support.py, clean_inputs.py, lineage_chain.py, secret_search.py, slurm_cluster.py): a test module never
@@ -59,6 +60,15 @@ def shared_dir() -> Path:
     if not SHARED.exists():
         pytest.skip("../shared is not beside this checkout")
     return SHARED
+
+
+@pytest.fixture(params=["local", "s3"])
+def local_and_s3(request, tmp_path) -> str:
+    """A fresh directory URI, once on local disk and once in a fresh bucket of the session's S3 server: a test
+    that takes it runs against both stores."""
+    if request.param == "local":
+        return str(tmp_path / "root")
+    return request.getfixturevalue("s3_bucket") + "/root"
 
 
 @pytest.fixture(scope="session")
