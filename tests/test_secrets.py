@@ -4,18 +4,17 @@ search for the secret key in their stdout, stderr (Beam worker logs included), l
 from __future__ import annotations
 
 import gzip
-import json
 import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from clean_inputs import raw_prose
 from secret_search import where_secret_is
 
 from common import storage
 from pipelines import train_tokenizer
-from pipelines.packing import prose
 
 pytestmark = pytest.mark.integration
 
@@ -34,10 +33,7 @@ def _job(module: str, args: list[str], env: dict[str, str]) -> subprocess.Comple
 def test_clean_and_pack_never_print_or_write_the_secret(s3_server, s3_bucket, tmp_path):
     settings = s3_server.settings
     secret = settings.secret_access_key.encode()
-    docs = [{"id": d["id"], "url": f"http://prose.test/{i}", "text": d["text"]}
-            for i, d in enumerate(prose.documents(limit_chars=120_000, multilingual=False))]
-    body = "".join(json.dumps(d, ensure_ascii=False) + "\n" for d in docs).encode()
-    storage.write_bytes(f"{s3_bucket}/raw/prose.jsonl.gz", gzip.compress(body, mtime=0))
+    raw_prose(s3_bucket, limit_chars=120_000)
     tmp = tmp_path / "tmp"
     tmp.mkdir()
     env = dict(os.environ, PYTHONPATH=str(REPO), TMPDIR=str(tmp))
