@@ -15,25 +15,30 @@ from __future__ import annotations
 import json
 import math
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-from train_support import free_port
 
 REPO = Path(__file__).resolve().parent.parent
 
 
-def _run_worker(*checks: str, world: int = 1, timeout: int = 240) -> list[dict]:
-    """Run the named CHECKS (below) in `world` child ranks; each rank's {check: result} dict."""
-    port = str(free_port())
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _run_worker(*args: str, world: int = 1, timeout: int = 240) -> list[dict]:
+    port = str(_free_port())
     procs = []
     for rank in range(world):
         env = dict(os.environ, DS_ACCELERATOR="cpu", MASTER_ADDR="127.0.0.1", MASTER_PORT=port, RANK=str(rank),
                    LOCAL_RANK=str(rank), WORLD_SIZE=str(world), LOCAL_WORLD_SIZE=str(world),
                    PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""), OMP_NUM_THREADS="1")
-        procs.append(subprocess.Popen([sys.executable, __file__, *checks], cwd=REPO, env=env,
+        procs.append(subprocess.Popen([sys.executable, __file__, *args], cwd=REPO, env=env,
                                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
     results = []
     for p in procs:
