@@ -22,17 +22,14 @@ def _grouped(bag) -> dict:
 
 
 @pytest.mark.parametrize("partitions,fan_in", [(1, 8), (12, 8), (50, 8), (300, 4)])
-def test_group_by_key_gives_every_key_one_group_on_fewer_partitions(partitions, fan_in):
+def test_group_by_key_gives_every_key_one_group_on_fewer_partitions(partitions, fan_in, monkeypatch):
     items = [((("block", i % 37) if i % 2 else f"near:{i % 53:03d}"), i) for i in range(3000)]
     expected = collections.defaultdict(list)
     for k, v in items:
         expected[k].append(v)
-    daskrunner.GroupByKey.fan_in = fan_in
-    try:
-        with dask.config.set(scheduler="sync"):
-            out = daskrunner.GroupByKey(applied=None).apply(db.from_sequence(items, npartitions=partitions))
-    finally:
-        daskrunner.GroupByKey.fan_in = daskrunner.DEFAULT_GROUP_FAN_IN
+    monkeypatch.setattr(daskrunner.GroupByKey, "fan_in", fan_in)
+    with dask.config.set(scheduler="sync"):
+        out = daskrunner.GroupByKey(applied=None).apply(db.from_sequence(items, npartitions=partitions))
     m = daskrunner.grouped_partitions(partitions, fan_in)
     # dask's shuffle rounds its output up to k**stages partitions: at most the next square past 32
     assert out.npartitions < max(2 * m, m + 8) and (partitions <= fan_in or out.npartitions < partitions)
