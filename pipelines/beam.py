@@ -110,7 +110,7 @@ class BeamJob:
         if p.runner.__class__.__name__ == "DaskRunner":
             from pipelines import daskrunner
 
-            daskrunner.install()  # bounded worker memory: see pipelines/daskrunner.py
+            daskrunner.install(self.options)  # bounded worker memory: see pipelines/daskrunner.py
         with env_overlay(self.flag_credentials), self._captured_output() as log_path:
             try:
                 result = p.run()

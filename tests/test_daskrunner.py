@@ -1,0 +1,41 @@
+"""The DaskRunner's GroupByKey as `pipelines/daskrunner.py` replaces it: the same groups as a plain
+grouping, on P / fan_in partitions instead of dask's P (the task count grew faster than the data)."""
+
+from __future__ import annotations
+
+import collections
+
+import dask
+import dask.bag as db
+import pytest
+from apache_beam.options.pipeline_options import PipelineOptions
+
+from pipelines import daskrunner
+
+
+def _grouped(bag) -> dict:
+    out = {}
+    for k, values in bag.compute(scheduler="sync"):
+        assert k not in out, f"key {k!r} came out of two groups"
+        out[k] = sorted(values)
+    return out
+
+
+@pytest.mark.parametrize("partitions,fan_in", [(1, 8), (12, 8), (50, 8), (300, 4)])
+def test_group_by_key_gives_every_key_one_group_on_fewer_partitions(partitions, fan_in, monkeypatch):
+    items = [((("block", i % 37) if i % 2 else f"near:{i % 53:03d}"), i) for i in range(3000)]
+    expected = collections.defaultdict(list)
+    for k, v in items:
+        expected[k].append(v)
+    monkeypatch.setattr(daskrunner.GroupByKey, "fan_in", fan_in)
+    with dask.config.set(scheduler="sync"):
+        out = daskrunner.GroupByKey(applied=None).apply(db.from_sequence(items, npartitions=partitions))
+    m = daskrunner.grouped_partitions(partitions, fan_in)
+    # dask's shuffle rounds its output up to k**stages partitions: at most the next square past 32
+    assert out.npartitions < max(2 * m, m + 8) and (partitions <= fan_in or out.npartitions < partitions)
+    assert _grouped(out) == {k: sorted(v) for k, v in expected.items()}
+
+
+def test_fan_in_below_one_is_refused():
+    with pytest.raises(ValueError, match="--dask_group_fan_in"):
+        daskrunner.install(PipelineOptions(["--dask_group_fan_in=0"]))
