@@ -5,7 +5,7 @@
         [Beam options: --runner, --direct_num_workers, ...]
 
 Writes shards/part-00000-of-00004.bin and its siblings (as many as the corpus needs at --shard-mb) (uint16 rows [examples, seq_len]) and, last,
-manifest.json (pipelines/packformat.py). `--tokenizer` is a `pipelines.train_tokenizer` output or an
+manifest.json (common/packformat.py). `--tokenizer` is a `pipelines.train_tokenizer` output or an
 existing HF tokenizer: a directory with tokenizer.json, a WordPiece vocab.txt, or a hub id such as
 google/electra-base-discriminator (continued pretraining keeps the published vocabulary; its special
 ids go into the manifest). See docs/tokenizer_and_packing.md.

@@ -23,7 +23,7 @@ from pathlib import Path
 from common import cli
 from common import manifest as manifests
 from common import storage
-from pipelines.packformat import PackManifest
+from common.packformat import PackManifest
 from pretraining import checkpoint as ckpt
 
 log = logging.getLogger("pretraining.export")

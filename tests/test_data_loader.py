@@ -11,7 +11,7 @@ import pytest
 from test_train_support import real_pack  # noqa: F401  (session fixture)
 
 from common import storage
-from pipelines.packformat import PackReader
+from common.packformat import PackReader
 from pretraining import data as datalib
 from pretraining.sizes import electra_tiny
 

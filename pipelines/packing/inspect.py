@@ -6,7 +6,7 @@ from typing import Iterator
 
 import numpy as np
 
-from pipelines import packformat
+from common import packformat
 
 
 def render_example(row: np.ndarray, sp, special_ids: dict[str, int]) -> str:
