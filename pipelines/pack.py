@@ -22,6 +22,8 @@ from pipelines.packing.config import PackConfig
 from pipelines.packing.run import EmptyInputError, run
 from pipelines.tokenizer import TokenizerError
 
+USER_ERRORS = (EmptyInputError, TokenizerError)  # besides common.cli's config, manifest and storage errors
+
 
 def parse(argv: list[str] | None = None) -> tuple[PackConfig, list[str]]:
     cfg, beam_args, _ = parse_all(argv)
@@ -58,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
                 f"{m['seq_len']} (padding {m['padding_fraction']:.4f}, truncated {c['tokens_truncated']}) "
                 f"-> {cfg.output}/manifest.json")
 
-    return run_job(body, (EmptyInputError, TokenizerError), argv=argv)
+    return run_job(body, USER_ERRORS, argv=argv)
 
 
 if __name__ == "__main__":

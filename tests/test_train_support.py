@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from common.seaweedfs import free_port  # noqa: F401  (re-exported for the launcher tests)
+from common.ports import free_port  # noqa: F401  (re-exported for the launcher tests)
 from common.special_tokens import FIXED, PIECES_BY_ID, SPECIAL_PIECES, template_processor
 
 REPO = Path(__file__).resolve().parent.parent
