@@ -236,7 +236,7 @@ def with_inputs(cfg: TrainConfig, overrides: list[str]) -> TrainConfig:
     if cfg.init.pretrained:
         from pretraining import init_from
 
-        cfg = init_from.with_pretrained_shapes(cfg, explicit)
+        cfg = replace_model(cfg, init_from.pretrained_shapes(cfg.init, cfg.model, explicit))
     return cfg
 
 
