@@ -50,8 +50,8 @@ class Job:
 def run(job: Job) -> dict:
     """Run a job; an error it classifies (common/cli.py) becomes a StageError with its exit code, so the flow
     retries an outage (75) and not a bad input (2). A bug keeps its traceback."""
+    cli.setup_logging()  # as when the job runs by hand
     log.info("running %s", job.command)
-    logging.getLogger("apache_beam").setLevel(logging.WARNING)  # per-bundle worker chatter, as on the CLI
     try:
         with cli.debugging(job.debug):
             return job.call()
