@@ -66,7 +66,7 @@ def _parsed(module: str, parse: Callable[[list[str]], tuple], argv: list[str]) -
     """The job's own parser on the command (for the user's extra flags); a flag it refuses is a StageError."""
     try:
         return parse(argv)
-    except SystemExit as exc:  # argparse printed why
+    except SystemExit:  # argparse printed why
         raise StageError(f"python -m {module} {shlex.join(argv)}: the arguments were refused", 2) from None
 
 
