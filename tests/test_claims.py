@@ -15,16 +15,15 @@ import pytest
 
 from common import claims, manifest, storage
 from pipelines import clean
-from test_clean_fixtures import good_corpus
+from clean_inputs import good_corpus
 
 REPO = Path(__file__).resolve().parent.parent
 
 
-@pytest.fixture(params=["local", "s3"])
-def output(request, tmp_path):
-    if request.param == "local":
-        return str(tmp_path / "out")
-    return request.getfixturevalue("s3_bucket") + "/out"
+@pytest.fixture
+def output(local_and_s3):
+    """The output a claim is taken on, on local disk and in S3."""
+    return local_and_s3 + "/out"
 
 
 def _lease(output: str) -> claims.Lease:

@@ -18,7 +18,7 @@ from pipelines.packing.config import PackConfig
 from pipelines.packing.run import run as run_pack
 from pipelines.tokenizer.config import TokenizerConfig
 from pipelines.tokenizer.train import run as train
-from test_clean_fixtures import good_corpus
+from clean_inputs import good_corpus
 
 DASK_RUNNER = "apache_beam.runners.dask.dask_runner.DaskRunner"
 SMALL = OutputConfig(shard_mb=0.02, block_input_mb=0.02)  # several blocks and shards from a small corpus

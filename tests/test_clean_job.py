@@ -16,7 +16,7 @@ from pipelines import clean, documents, inspect
 from pipelines.cleaning import records as R
 from pipelines.cleaning import sinks
 from pipelines.cleaning.config import CleanConfig, DedupConfig, OutputConfig
-from test_clean_fixtures import good_corpus, html_page, prose, warc_response, write_jsonl, write_warc_gz
+from clean_inputs import good_corpus, html_page, prose, warc_response, write_jsonl, write_warc_gz
 
 # One in-process worker: the same code path as multi-processing, without spawning workers per test.
 FAST = ["--direct_running_mode=in_memory", "--direct_num_workers=1"]
@@ -147,23 +147,49 @@ def bad(tmp_path_factory):
     return root, m, list(documents.iter_rejects(str(root / "out")))
 
 
+# Kinds whose file has a good record before the damage (all but the empty file).
+AFTER_A_GOOD_RECORD = sorted(set(BAD_KINDS) - {"empty_file"})
+# Kinds whose rejected record has bytes of its own to size and preview (a cut gzip stream has none).
+WHOLE_RECORD = sorted(set(AFTER_A_GOOD_RECORD) - {"corrupt_gzip"})
+
+
+def _rejects_of(bad, kind: str) -> list[dict]:
+    return [r for r in bad[2] if Path(r["source"]).name.startswith(kind)]
+
+
+def _kept_of(bad, kind: str) -> list[dict]:
+    return [d for d in documents.iter_documents(str(bad[0] / "out")) if Path(d["source"]).name.startswith(kind)]
+
+
 @pytest.mark.parametrize("kind", sorted(BAD_KINDS))
 def test_bad_input_goes_to_rejects_with_reason(bad, kind):
-    root, m, rejects = bad
-    mine = [r for r in rejects if Path(r["source"]).name.startswith(kind)]
+    mine = _rejects_of(bad, kind)
     assert [r["reason"] for r in mine] == [BAD_KINDS[kind]], mine
-    r = mine[0]
-    if kind == "empty_file":
-        assert r["position"] == 0 and r["size"] == 0 and r["detail"]
-        return
+
+
+@pytest.mark.parametrize("kind", AFTER_A_GOOD_RECORD)
+def test_damage_keeps_the_good_record_before_it(bad, kind):
+    (r,) = _rejects_of(bad, kind)
     assert r["position"] >= 1 and len(r["sha256"]) == 64 and "detail" in r
-    if kind != "corrupt_gzip":
-        assert r["size"] > 0 and r["preview"]
-    # the good record before the damage survived
-    ok = [d for d in documents.iter_documents(str(root / "out")) if Path(d["source"]).name.startswith(kind)]
-    assert ok, f"the good record of {kind} was lost"
-    if kind == "truncated_gz_warc":  # fastwarc reads ahead: the damage must not swallow the last complete record
-        assert sorted(d["url"] for d in ok) == ["http://gz/0", "http://gz/1"] and r["position"] == 2
+    assert _kept_of(bad, kind), f"the good record of {kind} was lost"
+
+
+@pytest.mark.parametrize("kind", WHOLE_RECORD)
+def test_rejected_record_has_size_and_preview(bad, kind):
+    (r,) = _rejects_of(bad, kind)
+    assert r["size"] > 0 and r["preview"]
+
+
+def test_empty_file_is_rejected_at_position_0(bad):
+    (r,) = _rejects_of(bad, "empty_file")
+    assert r["position"] == 0 and r["size"] == 0 and r["detail"]
+
+
+def test_truncated_gz_warc_keeps_every_complete_record(bad):
+    """fastwarc reads ahead: the damage must not swallow the last complete record."""
+    (r,) = _rejects_of(bad, "truncated_gz_warc")
+    assert sorted(d["url"] for d in _kept_of(bad, "truncated_gz_warc")) == ["http://gz/0", "http://gz/1"]
+    assert r["position"] == 2
 
 
 def test_bad_input_counters_reconcile(bad):

@@ -13,7 +13,7 @@ from pipelines.cleaning import records as R
 from pipelines.cleaning.config import (C4Config, CleanConfig, DedupConfig, GopherQualityConfig,
                                        GopherRepetitionConfig, NormalizeConfig, ReaderConfig, build)
 from pipelines.cleaning.normalize import normalize
-from test_clean_fixtures import prose, warc_response, write_jsonl
+from clean_inputs import prose, warc_response, write_jsonl
 
 RC = ReaderConfig()
 

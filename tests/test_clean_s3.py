@@ -10,7 +10,7 @@ import pytest
 from common import storage
 from pipelines import clean, documents, inspect
 from pipelines.cleaning.config import CleanConfig
-from test_clean_fixtures import good_corpus
+from clean_inputs import good_corpus
 
 pytestmark = pytest.mark.integration
 FAST = ["--direct_running_mode=in_memory", "--direct_num_workers=1"]

@@ -17,7 +17,7 @@ from pipelines.cleaning import transforms as T
 from pipelines.cleaning.config import CleanConfig, DedupConfig, ReaderConfig
 from pipelines.cleaning.records import Tag
 from pipelines.cleaning.sinks import ManifestWriter
-from test_clean_fixtures import html_page, prose, warc_response, write_jsonl, write_warc_gz
+from clean_inputs import html_page, prose, warc_response, write_jsonl, write_warc_gz
 
 CFG = CleanConfig()
 

@@ -24,7 +24,7 @@ import shutil
 import numpy as np
 import pytest
 import torch
-from test_train_support import deepspeed_cmd, preempt, run_launcher, train_overrides
+from train_support import deepspeed_cmd, export_and_probe, preempt, run_launcher, train_overrides
 
 from common import storage
 from common.packformat import PackReader
@@ -266,21 +266,13 @@ def test_continued_pretraining_under_zero3(pair, continued, tmp_path):
     assert sorted(continued["validation"]) == [4, 8, 12]
     assert all(0.0 <= continued["validation"][s]["disc_auc"] <= 1.0 for s in (4, 8, 12))
 
-    from transformers import AutoModelForMaskedLM, AutoModelForPreTraining, AutoTokenizer
-
-    from pretraining.export import main
+    from transformers import AutoTokenizer
 
     out = tmp_path / "model"
-    assert main(["--checkpoint", str(continued["run"]), "--output", str(out)]) == 0
-    probe = torch.load(continued["run"] / "probe.pt")
-    inputs = {k: probe[k] for k in ("input_ids", "attention_mask", "token_type_ids")}
-    disc = AutoModelForPreTraining.from_pretrained(out / "discriminator").eval()
-    gen = AutoModelForMaskedLM.from_pretrained(out / "generator").eval()
-    with torch.no_grad():
-        torch.testing.assert_close(disc(**inputs).logits, probe["discriminator_logits"], atol=1e-4, rtol=1e-4)
-        n = probe["generator_logits"].shape[1]
-        torch.testing.assert_close(gen(**inputs).logits[:, :n], probe["generator_logits"], atol=1e-4, rtol=1e-4)
-    assert disc.config.hidden_size == 48 and gen.config.hidden_size == 24
+    ex = export_and_probe(continued["run"], out)
+    torch.testing.assert_close(ex.disc_logits, ex.probe["discriminator_logits"], atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(ex.gen_logits, ex.probe["generator_logits"], atol=1e-4, rtol=1e-4)
+    assert ex.disc.config.hidden_size == 48 and ex.gen.config.hidden_size == 24
     tok = AutoTokenizer.from_pretrained(out / "discriminator")
     enc = tok("The discriminator detects replaced tokens.", "The generator replaces them.")["input_ids"]
     assert enc[0] == 101 and enc.count(102) == 2 and enc[-1] == 102 and tok.mask_token_id == 103

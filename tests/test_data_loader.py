@@ -8,7 +8,6 @@ import time
 
 import numpy as np
 import pytest
-from test_train_support import real_pack  # noqa: F401  (session fixture)
 
 from common import storage
 from common.packformat import PackReader

@@ -188,7 +188,7 @@ def test_demo_deployment_end_to_end_then_reused(stack):
     # an external store (this fixture) it is the credentials file `source` reads, so it is private.
     import stat
 
-    from test_secrets import where_secret_is
+    from secret_search import where_secret_is
 
     secret = stack.external_s3["AWS_SECRET_ACCESS_KEY"].encode()
     env_file = stack.base / "env"

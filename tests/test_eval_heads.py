@@ -160,13 +160,6 @@ def test_max_context_picks_the_window_where_a_token_is_most_central():
     assert first == {1, 2, 3} and second == {2, 3, 4}
 
 
-@pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory):
-    from evaluation.testing import corpus_from_mirror, make_tiny_model
-
-    return make_tiny_model(str(tmp_path_factory.mktemp("m")), corpus_from_mirror(str(DATA)), size="small")
-
-
 def test_finetuning_warmup_and_progress_lines(tiny_model, caplog):
     """20 steps: warmup is 2 steps (10%), the rate rises below the peak then reaches it, and every line has an ETA."""
     from transformers import AutoTokenizer

@@ -16,7 +16,6 @@ from evaluation.glue_data import DataFormatError
 from evaluation.model_io import ModelError
 from evaluation.report import history
 from evaluation.tasks import TaskError, TASKS
-from evaluation.testing import corpus_from_mirror, make_tiny_model
 
 DATA = Path(__file__).parent / "data"
 # A few optimizer steps on a few examples: enough to exercise every code path on 2 CPU cores.
@@ -28,12 +27,6 @@ def config(model, output, tasks, **kw) -> EvalConfig:
     kw.setdefault("data_dir", str(DATA))
     return EvalConfig(model=str(model), output=str(output), tasks=tuple(tasks), seeds=kw.pop("seeds", 1),
                       finetune=kw.pop("finetune", TINY), device="cpu", **kw)
-
-
-@pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory):
-    return make_tiny_model(str(tmp_path_factory.mktemp("model")), corpus_from_mirror(str(DATA)), step=1000,
-                           name="tiny-run", size="small")
 
 
 @pytest.fixture(scope="module")

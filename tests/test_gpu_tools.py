@@ -11,11 +11,10 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
+from benchmarks.gpu_summary import summarize
+from benchmarks.train_step import largest_fitting
 
-from benchmarks.gpu_summary import summarize  # noqa: E402
-from benchmarks.train_step import largest_fitting  # noqa: E402
+REPO = Path(__file__).resolve().parent.parent
 
 
 def test_largest_fitting_doubles_then_bisects():

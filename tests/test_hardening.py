@@ -118,15 +118,13 @@ def test_shm_buffer_of_this_rank_is_removed(monkeypatch, tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == [local_comm.shm_buffer_name(0)]
 
 
-def test_deepspeed_shm_op_is_not_loaded_on_cpu():
+def test_deepspeed_shm_op_is_not_loaded_on_cpu(monkeypatch):
     import importlib
 
     ds_torch = importlib.import_module("deepspeed.comm.torch")
-    original = ds_torch.build_shm_op
-    try:
-        assert local_comm.disable_shm_allreduce() and ds_torch.build_shm_op() is None
-    finally:
-        ds_torch.build_shm_op = original
+    # disable_shm_allreduce replaces this module attribute: monkeypatch puts DeepSpeed's own back after the test
+    monkeypatch.setattr(ds_torch, "build_shm_op", ds_torch.build_shm_op)
+    assert local_comm.disable_shm_allreduce() and ds_torch.build_shm_op() is None
 
 
 def test_loopback_rendezvous_only_when_every_rank_is_local(monkeypatch):

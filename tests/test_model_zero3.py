@@ -54,6 +54,10 @@ def test_zero3_matches_plain_pytorch(one_rank):
     r = one_rank["train"]
     _check_against_plain(r)
     assert r["partitioned"], "parameters were not partitioned: the test would prove nothing"
+
+
+def test_engine_starts_without_the_cpu_shm_op(one_rank):
+    """As the trainer does (local_comm.init_distributed): no JIT build of DeepSpeed's shm op, no /dev/shm buffer."""
     assert not one_rank["shm_op_loaded"], "DeepSpeed's CPU shm all-reduce op was loaded (JIT build, /dev/shm buffer)"
 
 
@@ -90,104 +94,158 @@ def test_zero3_two_ranks_match_plain_pytorch():
 
 
 # ----------------------------------------------------------------------------- the child process
-def _worker(modes: list[str]) -> dict:
+# One function per check (CHECKS maps the names on the command line to them); the helpers before them hold what
+# they share: the model config, DeepSpeed config, batches and masking draws.
+LR, STEPS, MICRO, SEQ, VOCAB = 2e-3, 6, 4, 32, 512
+
+
+def _worker(names: list[str]) -> dict:
     from pretraining import local_comm
 
     local_comm.init_distributed(on_cpu=True)  # as the trainer does: no JIT build of DeepSpeed's shm op
     from deepspeed.comm import comm as ds_comm
 
-    return {mode: _check(mode) for mode in modes} | {"shm_op_loaded": ds_comm.cdb.shm_comm_op is not None}
+    return {name: CHECKS[name]() for name in names} | {"shm_op_loaded": ds_comm.cdb.shm_comm_op is not None}
 
 
-def _check(mode: str) -> dict:
+def _rank_world() -> tuple[int, int]:
+    return int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
+
+
+def _model_config():
     import dataclasses
 
-    import deepspeed
-    import torch
-    import torch.nn.functional as F
-    from deepspeed.utils import safe_get_full_grad
-
-    from pretraining.model import GeneratorHead
     from pretraining.sizes import electra_tiny
 
-    rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
-    cfg = dataclasses.replace(electra_tiny(), vocab_size=512, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
-    lr, steps, micro = 2e-3, 6, 4
-    ds_config = {
-        "train_micro_batch_size_per_gpu": micro, "gradient_accumulation_steps": 1, "steps_per_print": 10**9,
+    return dataclasses.replace(electra_tiny(), vocab_size=VOCAB, hidden_dropout_prob=0.0,
+                               attention_probs_dropout_prob=0.0)
+
+
+def _ds_config() -> dict:
+    return {
+        "train_micro_batch_size_per_gpu": MICRO, "gradient_accumulation_steps": 1, "steps_per_print": 10**9,
         # Threshold 0: every parameter is partitioned, even the tiny model's, so every gather is exercised.
         "zero_optimization": {"stage": 3, "stage3_param_persistence_threshold": 0},
-        "optimizer": {"type": "AdamW", "params": {"lr": lr, "betas": [0.9, 0.999], "eps": 1e-6, "weight_decay": 0.01,
+        "optimizer": {"type": "AdamW", "params": {"lr": LR, "betas": [0.9, 0.999], "eps": 1e-6, "weight_decay": 0.01,
                                                   "torch_adam": True}},
     }
 
-    def batch(step: int, part: int):
-        g = torch.Generator().manual_seed(1000 * step + part)
-        ids = torch.randint(5, cfg.vocab_size, (micro, 32), generator=g)
-        ids[:, 0], ids[:, 15], ids[:, -1] = 2, 3, 3
-        ids[1, 24:] = 0  # some padding
-        am = (ids != 0).long()
-        tt = (torch.arange(32) > 15).long().expand_as(ids).contiguous()
-        return ids, am, tt
 
-    def rng(step: int, part: int) -> torch.Generator:
-        return torch.Generator().manual_seed(7 + 1000 * step + part)
+def _engine(model):
+    import deepspeed
 
-    def external(module) -> list[str]:
-        return sorted(f"{type(m).__name__}:{len(m._external_params)}" for m in module.modules()
-                      if getattr(m, "_external_params", None))
+    engine, *_ = deepspeed.initialize(model=model, model_parameters=model.parameters(), config=_ds_config())
+    return engine
 
-    if mode == "zero_init":
-        with deepspeed.zero.Init(config_dict_or_path=ds_config):
-            model = cfg.build()
-        engine, *_ = deepspeed.initialize(model=model, model_parameters=model.parameters(), config=ds_config)
-        we, ln = engine.module.embeddings.word_embeddings, engine.module.embeddings.LayerNorm
-        with deepspeed.zero.GatheredParameters([we.weight, ln.weight]):
-            stats = {"word_std": float(we.weight[5:].std()), "pad_row_abs": float(we.weight[0].abs().sum()),
-                     "layernorm_mean": float(ln.weight.mean())}
-        out = engine(*batch(0, rank), generator=rng(0, rank))
-        engine.backward(out.loss)
-        engine.step()
-        return stats | {"loss_finite": bool(torch.isfinite(out.loss))}
 
-    if mode == "naive":
-        class NaiveHead(GeneratorHead):
-            def forward(self, hidden, word_embeddings):  # reads the matrix outside its owner's forward
-                return F.linear(self.transform(hidden), word_embeddings.weight) + self.bias
+def _batch(step: int, part: int):
+    """Micro-batch `part` of `step`: the same on every rank that asks for it (the plain run asks for every rank's)."""
+    import torch
 
+    g = torch.Generator().manual_seed(1000 * step + part)
+    ids = torch.randint(5, VOCAB, (MICRO, SEQ), generator=g)
+    ids[:, 0], ids[:, 15], ids[:, -1] = 2, 3, 3
+    ids[1, 24:] = 0  # some padding
+    am = (ids != 0).long()
+    tt = (torch.arange(SEQ) > 15).long().expand_as(ids).contiguous()
+    return ids, am, tt
+
+
+def _rng(step: int, part: int):
+    """The masking draws of micro-batch `part` of `step`."""
+    import torch
+
+    return torch.Generator().manual_seed(7 + 1000 * step + part)
+
+
+def _external(module) -> list[str]:
+    """The modules on which DeepSpeed registered parameters used outside their owner's forward."""
+    return sorted(f"{type(m).__name__}:{len(m._external_params)}" for m in module.modules()
+                  if getattr(m, "_external_params", None))
+
+
+def _forward_backward(engine, rank: int):
+    """The first step's forward and backward of this rank's micro-batch; the output."""
+    out = engine(*_batch(0, rank), generator=_rng(0, rank))
+    engine.backward(out.loss)
+    return out
+
+
+def _zero_init() -> dict:
+    """The model built inside deepspeed.zero.Init (as the trainer does): its init statistics, then one step."""
+    import deepspeed
+    import torch
+
+    rank, _ = _rank_world()
+    cfg = _model_config()
+    with deepspeed.zero.Init(config_dict_or_path=_ds_config()):
         model = cfg.build()
-        model.generator_head.__class__ = NaiveHead
-        engine, *_ = deepspeed.initialize(model=model, model_parameters=model.parameters(), config=ds_config)
-        out = engine(*batch(0, rank), generator=rng(0, rank))
-        engine.backward(out.loss)
-        return {"external_params": external(engine.module)}
+    engine = _engine(model)
+    we, ln = engine.module.embeddings.word_embeddings, engine.module.embeddings.LayerNorm
+    with deepspeed.zero.GatheredParameters([we.weight, ln.weight]):
+        stats = {"word_std": float(we.weight[5:].std()), "pad_row_abs": float(we.weight[0].abs().sum()),
+                 "layernorm_mean": float(ln.weight.mean())}
+    out = _forward_backward(engine, rank)
+    engine.step()
+    return stats | {"loss_finite": bool(torch.isfinite(out.loss))}
 
+
+def _naive_head() -> dict:
+    """A generator head that reads the token matrix outside its owner's forward: the external parameters it costs."""
+    import torch.nn.functional as F
+
+    from pretraining.model import GeneratorHead
+
+    class NaiveHead(GeneratorHead):
+        def forward(self, hidden, word_embeddings):  # reads the matrix outside its owner's forward
+            return F.linear(self.transform(hidden), word_embeddings.weight) + self.bias
+
+    rank, _ = _rank_world()
+    cfg = _model_config()
+    model = cfg.build()
+    model.generator_head.__class__ = NaiveHead
+    engine = _engine(model)
+    _forward_backward(engine, rank)
+    return {"external_params": _external(engine.module)}
+
+
+# The first step's gradients compared in full (gathered from the partitions) with the plain run's.
+WATCHED = {"word_embeddings": lambda m: m.embeddings.word_embeddings.weight,
+           "position_embeddings": lambda m: m.embeddings.position_embeddings.weight,
+           "embeddings_layernorm": lambda m: m.embeddings.LayerNorm.weight,
+           "generator_bias": lambda m: m.generator_head.bias,
+           "disc_layer0_query": lambda m: m.discriminator.encoder.layer[0].attention.self.query.weight}
+
+
+def _train_vs_plain() -> dict:
+    """STEPS steps under ZeRO-3 beside a plain PyTorch copy with the same weights, batches and draws; then the
+    export from the partitioned engine against the engine's own logits."""
+    import torch
+    from deepspeed.utils import safe_get_full_grad
+
+    rank, world = _rank_world()
+    cfg = _model_config()
     torch.manual_seed(0)
     model = cfg.build()
     plain = cfg.build()
     plain.load_state_dict(model.state_dict())
-    opt = torch.optim.AdamW(plain.parameters(), lr=lr, betas=(0.9, 0.999), eps=1e-6, weight_decay=0.01)
-    engine, *_ = deepspeed.initialize(model=model, model_parameters=model.parameters(), config=ds_config)
+    opt = torch.optim.AdamW(plain.parameters(), lr=LR, betas=(0.9, 0.999), eps=1e-6, weight_decay=0.01)
+    engine = _engine(model)
     partitioned = all(hasattr(p, "ds_id") and p.numel() == 0 for p in engine.module.parameters())
 
-    watched = {"word_embeddings": lambda m: m.embeddings.word_embeddings.weight,
-               "position_embeddings": lambda m: m.embeddings.position_embeddings.weight,
-               "embeddings_layernorm": lambda m: m.embeddings.LayerNorm.weight,
-               "generator_bias": lambda m: m.generator_head.bias,
-               "disc_layer0_query": lambda m: m.discriminator.encoder.layer[0].attention.self.query.weight}
     zero3_losses, plain_losses, diff, scale = [], [], {}, {}
-    for step in range(steps):
-        out = engine(*batch(step, rank), generator=rng(step, rank))
+    for step in range(STEPS):
+        out = engine(*_batch(step, rank), generator=_rng(step, rank))
         engine.backward(out.loss)
         # The plain reference sees every rank's batch; DeepSpeed averages the ranks' gradients.
         opt.zero_grad()
         ref_losses = []
         for part in range(world):
-            ref = plain(*batch(step, part), generator=rng(step, part))
+            ref = plain(*_batch(step, part), generator=_rng(step, part))
             (ref.loss / world).backward()
             ref_losses.append(ref.loss.item())
         if step == 0:
-            for name, get in watched.items():
+            for name, get in WATCHED.items():
                 full = safe_get_full_grad(get(engine.module))
                 diff[name] = float((full - get(plain).grad).abs().max())
                 scale[name] = float(get(plain).grad.abs().max())
@@ -197,14 +255,17 @@ def _check(mode: str) -> dict:
         plain_losses.append(ref_losses[rank])
     # Export straight from the partitioned engine (to_hf gathers) and compare with the engine's own logits.
     engine.eval()
-    ids, am, tt = batch(0, rank)
+    ids, am, tt = _batch(0, rank)
     with torch.no_grad():
         disc, gen = engine.module.to_hf()
         export_diff = float((engine.module.discriminator_logits(ids, am, tt)
                              - disc(input_ids=ids, attention_mask=am, token_type_ids=tt).logits).abs().max())
     return {"zero3_losses": zero3_losses, "plain_losses": plain_losses, "grad_max_abs_diff": diff,
-            "grad_max_abs": scale, "partitioned": partitioned, "external_params": external(engine.module),
+            "grad_max_abs": scale, "partitioned": partitioned, "external_params": _external(engine.module),
             "export_max_abs_diff": export_diff}
+
+
+CHECKS = {"train": _train_vs_plain, "naive": _naive_head, "zero_init": _zero_init}
 
 
 if __name__ == "__main__":

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import gzip
-import json
-
 import numpy as np
 import pytest
+from clean_inputs import raw_prose
 
 from common import manifest, packformat, storage
 from pipelines import clean, documents, pack, train_tokenizer
@@ -17,10 +15,7 @@ pytestmark = pytest.mark.integration
 
 
 def test_raw_to_pack_through_s3(s3_bucket):
-    raw = [{"id": d["id"], "url": f"http://prose.test/{i}", "text": d["text"]}
-           for i, d in enumerate(prose.documents(limit_chars=600_000, multilingual=False))]
-    body = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in raw).encode()
-    storage.write_bytes(f"{s3_bucket}/raw/prose.jsonl.gz", gzip.compress(body, mtime=0))
+    raw = raw_prose(s3_bucket, limit_chars=600_000)
     beam_args = ["--direct_num_workers=2"]
 
     assert clean.main(["--input", f"{s3_bucket}/raw/*.jsonl.gz", "--output", f"{s3_bucket}/clean", *beam_args]) == 0
@@ -59,10 +54,7 @@ def test_raw_to_pack_through_s3(s3_bucket):
 def test_beam_s3_options_alone_reach_the_store(s3_server, s3_bucket, monkeypatch, tmp_path):
     """No AWS_* variables: the clean and pack jobs find the store through Beam's S3Options flags alone, for
     Beam's own I/O, the project's reads and writes in the workers, and the manifests written last."""
-    raw = [{"id": d["id"], "url": f"http://prose.test/{i}", "text": d["text"]}
-           for i, d in enumerate(prose.documents(limit_chars=200_000, multilingual=False))]
-    body = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in raw).encode()
-    storage.write_bytes(f"{s3_bucket}/raw/prose.jsonl.gz", gzip.compress(body, mtime=0))
+    raw = raw_prose(s3_bucket, limit_chars=200_000)
     # The tokenizer job is no Beam job (it reads AWS_*): train it while the variables are still set.
     prose.write_documents(str(tmp_path / "docs"), [{"id": r["id"], "text": r["text"]} for r in raw], num_shards=1)
     assert train_tokenizer.main(["--input", str(tmp_path / "docs"), "--output", f"{s3_bucket}/tok",

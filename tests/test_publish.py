@@ -6,11 +6,11 @@ import json
 
 import pytest
 import yaml
+from lineage_chain import build_chain
 
 from common import manifest as manifests
 from common import storage
 from flows import publish
-from test_lineage import build_chain
 
 
 def _front_matter(card: str) -> dict:

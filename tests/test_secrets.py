@@ -4,19 +4,17 @@ search for the secret key in their stdout, stderr (Beam worker logs included), l
 from __future__ import annotations
 
 import gzip
-import io
-import json
 import os
 import subprocess
 import sys
-from collections.abc import Iterable
 from pathlib import Path
 
 import pytest
+from clean_inputs import raw_prose
+from secret_search import where_secret_is
 
 from common import storage
 from pipelines import train_tokenizer
-from pipelines.packing import prose
 
 pytestmark = pytest.mark.integration
 
@@ -32,29 +30,10 @@ def _job(module: str, args: list[str], env: dict[str, str]) -> subprocess.Comple
     return out
 
 
-def _readable(data: bytes) -> list[bytes]:
-    """The bytes as stored, and decoded when compressed (gzip, zstd, Parquet) so a secret inside would show."""
-    views = [data]
-    if data[:2] == b"\x1f\x8b":
-        views.append(gzip.decompress(data))
-    elif data[:4] == b"\x28\xb5\x2f\xfd":
-        import zstandard
-
-        views.append(zstandard.ZstdDecompressor().decompressobj().decompress(data))
-    elif data[:4] == b"PAR1":
-        import pyarrow.parquet as pq
-
-        views.append(json.dumps(pq.read_table(io.BytesIO(data)).to_pylist(), default=str).encode())
-    return views
-
-
 def test_clean_and_pack_never_print_or_write_the_secret(s3_server, s3_bucket, tmp_path):
     settings = s3_server.settings
     secret = settings.secret_access_key.encode()
-    docs = [{"id": d["id"], "url": f"http://prose.test/{i}", "text": d["text"]}
-            for i, d in enumerate(prose.documents(limit_chars=120_000, multilingual=False))]
-    body = "".join(json.dumps(d, ensure_ascii=False) + "\n" for d in docs).encode()
-    storage.write_bytes(f"{s3_bucket}/raw/prose.jsonl.gz", gzip.compress(body, mtime=0))
+    raw_prose(s3_bucket, limit_chars=120_000)
     tmp = tmp_path / "tmp"
     tmp.mkdir()
     env = dict(os.environ, PYTHONPATH=str(REPO), TMPDIR=str(tmp))
@@ -79,14 +58,6 @@ def test_clean_and_pack_never_print_or_write_the_secret(s3_server, s3_bucket, tm
     objects = storage.list_files(s3_bucket + "/")
     assert any(o.endswith("pack/manifest.json") for o in objects) and any("/documents/" in o for o in objects)
     assert where_secret_is(secret, printed, tmp.rglob("*"), objects) == []
-
-
-def where_secret_is(secret: bytes, printed: dict[str, str], files: Iterable[Path], objects: list[str]) -> list[str]:
-    """Every place the secret shows: printed text, local files and stored objects (decompressed too).
-    Also used by the end-to-end demo test on its Prefect database, logs and every object of the run."""
-    found = [what for what, text in printed.items() if secret in text.encode()]
-    found += [str(p) for p in files if p.is_file() and any(secret in view for view in _readable(p.read_bytes()))]
-    return found + [o for o in objects if any(secret in view for view in _readable(storage.read_bytes(o)))]
 
 
 def test_the_search_sees_through_compression(tmp_path):

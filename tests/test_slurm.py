@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import re
 import shutil
 import subprocess
@@ -26,7 +25,7 @@ from pathlib import Path
 
 import pytest
 from slurm_cluster import LocalSlurm, SlurmUnavailable, check_available
-from test_train_support import RECIPE, REPO, STEPS, free_port
+from train_support import RECIPE, REPO, STEPS, free_port
 
 from common import manifest as manifests
 from common import storage
@@ -52,22 +51,18 @@ def slurm_cluster(s3_server):
     # Not under /tmp: the second node has its own /tmp and must still see the cluster's files.
     base = Path(tempfile.mkdtemp(prefix="electra-slurm-", dir="/var/tmp"))
     local = LocalSlurm(base)
-    saved = {k: os.environ.get(k) for k in [*local.env(), *JOB_ENV]}
-    os.environ.update({**local.env(), **JOB_ENV})
     leftovers: list[str] = []
-    try:
-        local.start()
-        _check_private_tmp(local)
-        yield local
-    finally:
-        leftovers = local.stop()
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
-        if not leftovers:
-            shutil.rmtree(base, ignore_errors=True)
+    with pytest.MonkeyPatch.context() as mp:  # module-scoped: the `monkeypatch` fixture is per test
+        for k, v in {**local.env(), **JOB_ENV}.items():
+            mp.setenv(k, v)
+        try:
+            local.start()
+            _check_private_tmp(local)
+            yield local
+        finally:
+            leftovers = local.stop()
+            if not leftovers:
+                shutil.rmtree(base, ignore_errors=True)
     assert leftovers == [], f"still running after the cluster stopped (killed now): {leftovers}"
 
 

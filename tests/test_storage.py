@@ -7,11 +7,10 @@ from common import manifest, storage
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture(params=["local", "s3"])
-def root(request, tmp_path):
-    if request.param == "local":
-        return str(tmp_path / "root")
-    return request.getfixturevalue("s3_bucket") + "/root"
+@pytest.fixture
+def root(local_and_s3):
+    """Each test below runs on local disk and in S3 (conftest.py)."""
+    return local_and_s3
 
 
 def test_roundtrip_list_glob_range(root):

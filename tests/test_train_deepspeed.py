@@ -17,13 +17,13 @@ from pathlib import Path
 import psutil
 import pytest
 import torch
-from test_train_support import (  # noqa: F401  (real_pack is a fixture; `reference` comes from conftest.py)
+from train_support import (
     STEPS,
     deepspeed_cmd,
+    export_and_probe,
     free_port,
     overrides,
     preempt,
-    real_pack,
     run_launcher,
     start,
     wait,
@@ -127,25 +127,19 @@ def test_checkpoints_every_n_keep_last_k(reference):
 
 
 def test_export_loads_and_matches_engine(reference, real_pack, tmp_path):
-    from transformers import AutoModel, AutoModelForMaskedLM, AutoModelForPreTraining, AutoTokenizer
-
-    from pretraining.export import main
+    from transformers import AutoModel, AutoTokenizer
 
     out = tmp_path / "model"
-    assert main(["--checkpoint", str(reference["run"]), "--output", str(out)]) == 0
+    ex = export_and_probe(reference["run"], out)
     m = json.loads((out / "manifest.json").read_text())
     assert m["kind"] == "model" and m["step"] == STEPS and [i["kind"] for i in m["inputs"]] == \
         ["checkpoint", "pack", "tokenizer"]
     assert (out / "discriminator" / "model.safetensors").exists() and (out / "generator" / "model.safetensors").exists()
-    probe = torch.load(reference["run"] / "probe.pt")  # the engine's logits, taken by the trainer at the last step
-    inputs = {k: probe[k] for k in ("input_ids", "attention_mask", "token_type_ids")}
-    disc = AutoModelForPreTraining.from_pretrained(out / "discriminator").eval()
-    gen = AutoModelForMaskedLM.from_pretrained(out / "generator").eval()
-    assert type(disc).__name__ == "ElectraForPreTraining" and type(gen).__name__ == "ElectraForMaskedLM"
+    assert type(ex.disc).__name__ == "ElectraForPreTraining" and type(ex.gen).__name__ == "ElectraForMaskedLM"
+    torch.testing.assert_close(ex.disc_logits, ex.probe["discriminator_logits"], atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(ex.gen_logits, ex.probe["generator_logits"], atol=1e-4, rtol=1e-4)
+    inputs = ex.inputs
     with torch.no_grad():
-        torch.testing.assert_close(disc(**inputs).logits, probe["discriminator_logits"], atol=1e-4, rtol=1e-4)
-        n = probe["generator_logits"].shape[1]  # the trainer keeps the first positions only
-        torch.testing.assert_close(gen(**inputs).logits[:, :n], probe["generator_logits"], atol=1e-4, rtol=1e-4)
         hidden = AutoModel.from_pretrained(out / "discriminator")(**inputs).last_hidden_state
     assert hidden.shape == (*inputs["input_ids"].shape, 64)
     tok = AutoTokenizer.from_pretrained(out / "discriminator")
@@ -305,22 +299,11 @@ def test_gpu_zero3_config_in_bf16_on_cpu(real_pack, tmp_path):
     # Export consolidates the fp32 master weights; the engine's probe ran with their bf16 copies, so the logits
     # agree to bf16 rounding (2^-8 at |x| ~ 1). After 12 steps the discriminator's logits are nearly constant;
     # the generator's vary (std ~0.2), so their correlation is what shows the right weights were exported.
-    from transformers import AutoModelForMaskedLM, AutoModelForPreTraining
-
-    from pretraining.export import main
-
-    out = tmp_path / "model"
-    assert main(["--checkpoint", str(run), "--output", str(out)]) == 0
-    probe = torch.load(run / "probe.pt")
-    inputs = {k: probe[k] for k in ("input_ids", "attention_mask", "token_type_ids")}
-    disc = AutoModelForPreTraining.from_pretrained(out / "discriminator").eval()
-    gen = AutoModelForMaskedLM.from_pretrained(out / "generator").eval()
-    with torch.no_grad():
-        d = disc(**inputs).logits
-        g = gen(**inputs).logits[:, :probe["generator_logits"].shape[1]]
-    torch.testing.assert_close(d, probe["discriminator_logits"], atol=1e-2, rtol=0)
-    torch.testing.assert_close(g, probe["generator_logits"], atol=2e-2, rtol=0)
-    assert torch.corrcoef(torch.stack([g.flatten(), probe["generator_logits"].flatten()]))[0, 1] > 0.999
+    ex = export_and_probe(run, tmp_path / "model")
+    torch.testing.assert_close(ex.disc_logits, ex.probe["discriminator_logits"], atol=1e-2, rtol=0)
+    torch.testing.assert_close(ex.gen_logits, ex.probe["generator_logits"], atol=2e-2, rtol=0)
+    g = ex.gen_logits
+    assert torch.corrcoef(torch.stack([g.flatten(), ex.probe["generator_logits"].flatten()]))[0, 1] > 0.999
 
 
 @pytest.mark.gpu

@@ -1,4 +1,5 @@
-"""Shared helpers for the pretraining tests: a small real-text pack and the DeepSpeed launcher.
+"""Shared helpers for the pretraining tests (plain functions; the fixtures built on them, `real_pack` and
+`reference`, are in conftest.py): a small real-text pack and the DeepSpeed launcher.
 
 The pack is built here, not by pipelines.pack, so these tests do not depend on the
 data jobs: license texts from /usr/share/common-licenses (real English prose present
@@ -18,6 +19,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any, NamedTuple
 
 import numpy as np
 import pytest
@@ -147,21 +149,6 @@ def _row(sents: list[list[int]], rng: random.Random) -> list[int]:
     return row + [FIXED.pad] * (SEQ_LEN - len(row))
 
 
-@pytest.fixture(scope="session")
-def real_pack(tmp_path_factory) -> dict:
-    """{"pack": dir, "tokenizer": dir, "manifest": pack manifest, "corpus_sha256": ...}; built once per session."""
-    base = tmp_path_factory.getbasetemp() / "real_pack"
-    done = base / "info.json"
-    if not done.exists():
-        text, sha = prose()
-        tm = build_tokenizer(text, base / "tokenizer")
-        pm = build_pack(text, base / "tokenizer", tm, base / "pack")
-        done.write_text(json.dumps({"pack": str(base / "pack"), "tokenizer": str(base / "tokenizer"),
-                                    "corpus_sha256": sha, "vocab_size": pm["vocab_size"],
-                                    "manifest_hash": pm["manifest_hash"]}))
-    return json.loads(done.read_text())
-
-
 # ----------------------------------------------------------------------------- launcher
 
 
@@ -261,3 +248,35 @@ def preempt(cmd: list[str], log: Path, metrics: Path, step: int, during=lambda: 
     os.killpg(proc.pid, signal.SIGTERM)
     wait(proc, log)
     wait_group_gone(proc.pid)
+
+
+# ----------------------------------------------------------------------------- export
+
+
+class ExportedProbe(NamedTuple):
+    """The exported towers and their logits on the probe batch the trainer saved with the engine's own logits."""
+    disc: Any
+    gen: Any
+    inputs: dict
+    probe: dict
+    disc_logits: Any
+    gen_logits: Any  # cut to the probe's positions (the trainer keeps the first ones only)
+
+
+def export_and_probe(run: Path, out: Path) -> ExportedProbe:
+    """Export `run`'s newest checkpoint to `out` with the export CLI, load both towers with the Auto classes and
+    run them on the probe batch; the callers compare with the engine's logits at their own tolerance."""
+    import torch
+    from transformers import AutoModelForMaskedLM, AutoModelForPreTraining
+
+    from pretraining.export import main
+
+    assert main(["--checkpoint", str(run), "--output", str(out)]) == 0
+    probe = torch.load(run / "probe.pt")  # the engine's logits, taken by the trainer at the last step
+    inputs = {k: probe[k] for k in ("input_ids", "attention_mask", "token_type_ids")}
+    disc = AutoModelForPreTraining.from_pretrained(out / "discriminator").eval()
+    gen = AutoModelForMaskedLM.from_pretrained(out / "generator").eval()
+    with torch.no_grad():
+        d = disc(**inputs).logits
+        g = gen(**inputs).logits[:, :probe["generator_logits"].shape[1]]
+    return ExportedProbe(disc, gen, inputs, probe, d, g)

@@ -1,4 +1,4 @@
-"""Builders for the clean job's test inputs (no tests here; imported by tests/test_clean_*.py).
+"""Builders for the clean job's test inputs (plain functions, no tests; imported by tests/test_clean_*.py).
 
 Documents are generated from a seeded grammar so each one is distinct prose that passes
 the C4 and Gopher rules, and near-duplicates can be made on purpose.
@@ -96,3 +96,16 @@ def good_corpus(root: Path, n_docs: int = 12) -> dict:
     (root / "cc.warc.wet.gz").write_bytes(gzip.compress(
         b"".join(wet_conversion(f"http://wet.test/{i}", prose(200 + i)) for i in range(3)), mtime=0))
     return {"records": n_docs + len(rows) + 3, "exact": 1, "near": 1}
+
+
+def raw_prose(root: str, limit_chars: int) -> list[dict]:
+    """The bundled English prose as web records (id, url, text) in one `<root>/raw/prose.jsonl.gz` (local or S3),
+    the clean job's raw input; returns the records."""
+    from common import storage
+    from pipelines.packing import prose
+
+    raw = [{"id": d["id"], "url": f"http://prose.test/{i}", "text": d["text"]}
+           for i, d in enumerate(prose.documents(limit_chars=limit_chars, multilingual=False))]
+    body = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in raw).encode()
+    storage.write_bytes(f"{root}/raw/prose.jsonl.gz", gzip.compress(body, mtime=0))
+    return raw
