@@ -43,7 +43,8 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 from loader_throughput import pack_rows, write_pack  # noqa: E402
 
 from common import machine, storage  # noqa: E402
-from common.seaweedfs import LocalS3, free_port  # noqa: E402
+from common.ports import free_port  # noqa: E402
+from common.seaweedfs import LocalS3  # noqa: E402
 from pretraining import checkpoint as ckpt  # noqa: E402
 from pretraining.launch import LAUNCH_SCRIPT, TRAIN_SCRIPT  # noqa: E402
 

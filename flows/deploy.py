@@ -19,8 +19,7 @@ from pathlib import Path
 import yaml
 
 from common.cli import run_job
-
-REPO = Path(__file__).resolve().parent.parent
+from common.processes import REPO
 
 
 class DeployError(Exception):

@@ -25,12 +25,13 @@ from prefect.artifacts import (create_markdown_artifact, create_progress_artifac
 from prefect.cache_policies import NO_CACHE
 
 from common import manifest as manifests
-from common.cli import EXIT_RETRY
 from common import storage
+from common.cli import EXIT_FIX, EXIT_RETRY
 from common.progress import fmt_duration
-from flows import caching, stages
+from flows import caching, checkpoints, reports, stages, supervise
 from flows.params import (BeamParams, CorpusParams, EvalParams, PackParams, PublishParams, RunSpec, Size,
                           TokenizerParams, TrainParams)
+from flows.results import StageError, StageResult
 
 
 def _transient(task, task_run, state) -> bool:
@@ -38,7 +39,7 @@ def _transient(task, task_run, state) -> bool:
     that exited with another error (same input, same error)."""
     try:
         state.result()
-    except stages.StageError as exc:
+    except StageError as exc:
         return exc.returncode == EXIT_RETRY
     except Exception:  # noqa: BLE001 - anything else (connection reset, worker crash) is worth another try
         return True
@@ -52,8 +53,8 @@ def _resumable(task, task_run, state) -> bool:
 
     try:
         state.result()
-    except stages.StageError as exc:
-        return exc.returncode not in (2, DIVERGED_EXIT)
+    except StageError as exc:
+        return exc.returncode not in (EXIT_FIX, DIVERGED_EXIT)
     except Exception:  # noqa: BLE001
         return True
     return False
@@ -82,12 +83,12 @@ def _artifact_key(spec: RunSpec, stage: str) -> str:
     return re.sub(r"[^a-z0-9-]+", "-", f"{spec.run_name}-{stage}".lower()).strip("-")[:100]
 
 
-def stage_artifacts(spec: RunSpec, stage: str, result: dict) -> None:
+def stage_artifacts(spec: RunSpec, stage: str, result: StageResult) -> None:
     """A markdown summary and a counters table per stage, keyed per run so the UI shows their history."""
-    counters = _flatten(result.get("counters", {}))
-    verb = "reused (cache hit)" if result["skipped"] else f"ran in {result['seconds']:.0f}s"
-    md = [f"### {stage}: {verb}", "", f"- output: `{result['output']}`",
-          f"- manifest hash: `{result['manifest_hash']}`", f"- cache key: `{result['key'][:16]}`"]
+    counters = _flatten(result.counters)
+    verb = "reused (cache hit)" if result.skipped else f"ran in {result.seconds:.0f}s"
+    md = [f"### {stage}: {verb}", "", f"- output: `{result.output}`",
+          f"- manifest hash: `{result.manifest_hash}`", f"- cache key: `{result.key[:16]}`"]
     if counters:
         md += ["", "| counter | value |", "|---|---|"] + [f"| {k} | {v} |" for k, v in counters.items()]
     key = _artifact_key(spec, stage)
@@ -97,11 +98,11 @@ def stage_artifacts(spec: RunSpec, stage: str, result: dict) -> None:
                               key=f"{key}-counters", description=f"{stage} counters of run {spec.run_name}")
 
 
-def cached_stage(spec: RunSpec, stage: str, config: object, inputs: list[dict],
-                 run: Callable[[], tuple[str, dict]]) -> dict:
+def cached_stage(spec: RunSpec, stage: str, config: object, inputs: list[StageResult],
+                 run: Callable[[], tuple[str, dict]]) -> StageResult:
     """Skip when the output recorded for this key is intact; else run the stage and record its output."""
     logger = get_run_logger()
-    key = caching.cache_key(stage, config, [m["manifest_hash"] for m in inputs])
+    key = caching.cache_key(stage, config, [r.manifest_hash for r in inputs])
     t0 = time.monotonic()
     hit = caching.lookup(spec.state_uri, stage, key)
     if hit:
@@ -110,8 +111,7 @@ def cached_stage(spec: RunSpec, stage: str, config: object, inputs: list[dict],
     else:
         output, m = run()
         caching.record(spec.state_uri, stage, key, output, m)
-    result = {"stage": stage, "output": output, "manifest_hash": m["manifest_hash"], "kind": m.get("kind"),
-              "skipped": bool(hit), "seconds": time.monotonic() - t0, "key": key, "counters": m.get("counters", {})}
+    result = StageResult.of(stage, output, m, skipped=bool(hit), seconds=time.monotonic() - t0, key=key)
     stage_artifacts(spec, stage, result)
     return result
 
@@ -124,7 +124,7 @@ def _read(output: str, kind: str) -> tuple[str, dict]:
 
 
 @task(name="clean", cache_policy=NO_CACHE, **IO_RETRIES)
-def clean_stage(spec: RunSpec) -> dict:
+def clean_stage(spec: RunSpec) -> StageResult:
     if spec.corpus is None:
         raise ValueError("the clean stage needs corpus.inputs")
     # Raw inputs have no manifests: their URIs and sizes stand in for input hashes.
@@ -133,25 +133,25 @@ def clean_stage(spec: RunSpec) -> dict:
     config = {"inputs": listing, "format": spec.corpus.format, "extra_args": spec.corpus.extra_args}
 
     def run():
-        stages.call_main("pipelines.clean", stages.clean_argv(spec))
+        stages.run(stages.clean_job(spec))
         return _read(spec.clean_uri, "documents")
 
     return cached_stage(spec, "clean", config, [], run)
 
 
 @task(name="train-tokenizer", cache_policy=NO_CACHE, **IO_RETRIES)
-def tokenizer_stage(spec: RunSpec, documents: dict) -> dict:
+def tokenizer_stage(spec: RunSpec, documents: StageResult) -> StageResult:
     def run():
-        stages.call_main("pipelines.train_tokenizer", stages.tokenizer_argv(spec, documents["output"]))
+        stages.run(stages.tokenizer_job(spec, documents.output))
         return _read(spec.tokenizer_uri, "tokenizer")
 
     return cached_stage(spec, "tokenizer", spec.tokenizer.model_dump(), [documents], run)
 
 
 @task(name="pack", cache_policy=NO_CACHE, **IO_RETRIES)
-def pack_stage(spec: RunSpec, documents: dict, tokenizer: dict) -> dict:
+def pack_stage(spec: RunSpec, documents: StageResult, tokenizer: StageResult) -> StageResult:
     def run():
-        stages.call_main("pipelines.pack", stages.pack_argv(spec, documents["output"], tokenizer["output"]))
+        stages.run(stages.pack_job(spec, documents.output, tokenizer.output))
         return _read(spec.pack_uri, "pack")
 
     return cached_stage(spec, "pack", spec.pack.model_dump(), [documents, tokenizer], run)
@@ -159,40 +159,38 @@ def pack_stage(spec: RunSpec, documents: dict, tokenizer: dict) -> dict:
 
 def _pretrain_config(spec: RunSpec) -> dict:
     ds_cfg = stages.deepspeed_config_path(spec)
-    return {"size": spec.size, "max_steps": stages.target_steps(spec), "overrides": spec.train.overrides,
+    return {"size": spec.size, "max_steps": checkpoints.target_steps(spec), "overrides": spec.train.overrides,
             "deepspeed_config": caching.file_digest(ds_cfg)}
 
 
 # A preempted or crashed launcher is retried: the retry resumes from the newest complete checkpoint.
 @task(name="pretrain", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=30, retry_condition_fn=_resumable)
-def pretrain_stage(spec: RunSpec, pack_out: dict) -> dict:
+def pretrain_stage(spec: RunSpec, pack_out: StageResult) -> StageResult:
     """DeepSpeed pretraining; a rerun (or this task's retry) resumes from the newest complete checkpoint."""
     logger = get_run_logger()
-    target = stages.target_steps(spec)
+    target = checkpoints.target_steps(spec)
 
     def finished() -> tuple[str, dict] | None:
-        got = stages.latest_checkpoint(spec.pretrain_uri)
-        if got and stages.checkpoint_step(got[1]) >= target:
-            return got
-        return None
+        got = checkpoints.latest(spec.pretrain_uri)
+        return (got.uri, got.raw) if got and got.step >= target else None
 
     def run():
         done = finished()
         if done:
             logger.info("pretrain: %s already reached step %d", done[0], target)
             return done
-        got = stages.latest_checkpoint(spec.pretrain_uri)
+        got = checkpoints.latest(spec.pretrain_uri)
         if got:
-            logger.info("pretrain: resuming from %s (step %d of %d)", got[0], stages.checkpoint_step(got[1]), target)
+            logger.info("pretrain: resuming from %s (step %d of %d)", got.uri, got.step, target)
         if spec.train.launcher.mode == "cluster":
             from flows import cluster
 
-            cluster.run_job(spec, pack_out["output"], target, logger)
+            cluster.run_job(spec, pack_out.output, target, logger)
         else:
-            _launch(spec, pack_out["output"], target, logger)
+            _launch(spec, pack_out.output, target, logger)
         done = finished()
         if not done:
-            raise stages.StageError(f"pretraining ended without a complete checkpoint at step {target} "
+            raise StageError(f"pretraining ended without a complete checkpoint at step {target} "
                                     f"under {spec.pretrain_uri}/checkpoints")
         return done
 
@@ -243,7 +241,7 @@ def _launch(spec: RunSpec, pack_uri: str, target: int, logger) -> None:
     logger.info("launching: %s", " ".join(cmd))
     progress = create_progress_artifact(progress=0.0, key=_artifact_key(spec, "pretrain-progress"),
                                         description=f"pretraining steps of {spec.run_name}")
-    lines = stages.LineLogger(logger)
+    lines = supervise.LineLogger(logger)
     last = [0.0]
 
     def on_line(line: str) -> None:
@@ -255,19 +253,19 @@ def _launch(spec: RunSpec, pack_uri: str, target: int, logger) -> None:
                 last[0] = pct
                 update_progress_artifact(artifact_id=progress, progress=pct)
 
-    rc = stages.run_streaming(cmd, on_line)
+    rc = supervise.run_streaming(cmd, on_line, env=stages.launcher_env())
     if rc != 0:
-        raise stages.StageError(f"the DeepSpeed launcher exited with {rc}; last lines:\n" + "\n".join(lines.tail[-15:]),
+        raise StageError(f"the DeepSpeed launcher exited with {rc}; last lines:\n" + "\n".join(lines.tail[-15:]),
                                 rc)
     update_progress_artifact(artifact_id=progress, progress=100.0)
 
 
 @task(name="export", cache_policy=NO_CACHE, **IO_RETRIES)
-def export_stage(spec: RunSpec, checkpoint: dict) -> dict:
-    out = spec.model_uri(storage.basename(checkpoint["output"]))
+def export_stage(spec: RunSpec, checkpoint: StageResult) -> StageResult:
+    out = spec.model_uri(storage.basename(checkpoint.output))
 
     def run():
-        stages.call_main("pretraining.export", stages.export_argv(checkpoint["output"], out))
+        stages.run(stages.export_job(checkpoint.output, out))
         return _read(out, "model")
 
     return cached_stage(spec, "export", {"output": out}, [checkpoint], run)
@@ -276,7 +274,7 @@ def export_stage(spec: RunSpec, checkpoint: dict) -> dict:
 class EvalProgressArtifact(logging.Handler):
     """Mirrors the evaluation's progress (the `eval_progress` event on its log records) into a progress artifact.
 
-    The evaluation runs in this process (`main(argv)`), so its records pass through here; updates
+    The evaluation runs in this process (`evaluation.run.run(cfg)`), so its records pass through here; updates
     are sent at whole-percent steps, with the current run and the overall ETA as the description.
     """
 
@@ -303,7 +301,7 @@ class EvalProgressArtifact(logging.Handler):
 
 
 @task(name="evaluate", cache_policy=NO_CACHE, retries=1, retry_delay_seconds=30, retry_condition_fn=_transient)
-def evaluate_stage(spec: RunSpec, model: dict) -> dict:
+def evaluate_stage(spec: RunSpec, model: StageResult) -> StageResult:
     config = spec.evaluation.model_dump(exclude={"enabled"})
 
     def run():
@@ -313,18 +311,18 @@ def evaluate_stage(spec: RunSpec, model: dict) -> dict:
         evaluation_log.addHandler(progress)
         evaluation_log.setLevel(logging.INFO)  # progress records are INFO: they must be created to be mirrored
         try:
-            stages.call_main("evaluation.run", stages.eval_argv(spec, model["output"]))
+            stages.run(stages.eval_job(spec, model.output))
         finally:
             evaluation_log.removeHandler(progress)
             evaluation_log.setLevel(level)
         # the newest report of this model and tier is the one just written
-        found = stages.find_reports(spec.run_root, model["manifest_hash"], spec.evaluation.tier)
+        found = reports.find_reports(spec.run_root, model.manifest_hash, spec.evaluation.tier)
         if not found:
-            raise stages.StageError(f"evaluation wrote no report under {spec.run_root}/reports")
+            raise StageError(f"evaluation wrote no report under {spec.run_root}/reports")
         return found[-1]
 
     result = cached_stage(spec, "evaluate", config, [model], run)
-    _report_artifact(spec, result["output"])
+    _report_artifact(spec, result.output)
     return result
 
 
@@ -345,17 +343,17 @@ def _report_artifact(spec: RunSpec, report_uri: str) -> None:
 
 
 @task(name="publish", cache_policy=NO_CACHE, **IO_RETRIES)
-def publish_stage(spec: RunSpec, model: dict, report: dict | None) -> dict:
+def publish_stage(spec: RunSpec, model: StageResult, report: StageResult | None) -> StageResult:
     from flows import publish as publishing
 
-    version = storage.basename(model["output"])
+    version = storage.basename(model.output)
     out = spec.published_uri(version)
     inputs = [model] + ([report] if report else [])
     config = {**spec.publish.model_dump(), "output": out}
 
     def run():
-        m = publishing.publish(model["output"], out, name=spec.model_name, version=spec.publish.version or version,
-                               report_uri=report["output"] if report else None, license=spec.publish.license,
+        m = publishing.publish(model.output, out, name=spec.model_name, version=spec.publish.version or version,
+                               report_uri=report.output if report else None, license=spec.publish.license,
                                language=spec.publish.language)
         if spec.publish.hub_repo:
             publishing.push_to_hub(out, spec.publish.hub_repo, get_run_logger())
@@ -401,20 +399,19 @@ def electra_pretraining(
     return write_summary(spec, results)
 
 
-def write_summary(spec: RunSpec, results: dict[str, dict | None], name: str = "summary") -> dict:
+def write_summary(spec: RunSpec, results: dict[str, StageResult | None], name: str = "summary") -> dict:
     """Where each output is and whether it was reused: an artifact, a log block, and `_flow/summary.json`."""
     rows = ["| stage | output | |", "|---|---|---|"]
     for k, v in results.items():
         if v:
-            how = "reused" if v["skipped"] else f"ran ({v['seconds']:.0f}s)"
-            rows.append(f"| {k} | `{v['output']}` | {how} |")
+            how = "reused" if v.skipped else f"ran ({v.seconds:.0f}s)"
+            rows.append(f"| {k} | `{v.output}` | {how} |")
     md = f"## ELECTRA run `{spec.run_name}`\n\n" + "\n".join(rows)
     create_markdown_artifact(markdown=md, key=_artifact_key(spec, name),
                              description=f"where the outputs of {spec.run_name} are")
     get_run_logger().info("\n%s", md)
     summary = {"run_root": spec.run_root,
-               "stages": {k: ({"output": v["output"], "manifest_hash": v["manifest_hash"], "skipped": v["skipped"],
-                               "seconds": round(v["seconds"], 1)} if v else None) for k, v in results.items()}}
+               "stages": {k: v.summary() if v else None for k, v in results.items()}}
     storage.write_text(storage.join(spec.state_uri, f"{name}.json"), json.dumps(summary, indent=1) + "\n")
     return summary
 

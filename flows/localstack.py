@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import os
 import shlex
 import subprocess
 import sys
@@ -36,10 +35,10 @@ import urllib.request
 from pathlib import Path
 
 from common import seaweedfs
-from common.processes import alive, kill_group
-from common.seaweedfs import LocalS3, free_port, port_free, write_private
+from common.ports import first_free, free_port
+from common.processes import REPO, alive, child_env, kill_group
+from common.seaweedfs import LocalS3, write_private
 
-REPO = Path(__file__).resolve().parent.parent
 POOL = "local-process"
 BIN = Path(sys.executable).parent
 
@@ -54,11 +53,6 @@ def _read_pid(path: Path) -> int | None:
         return int(path.read_text().strip())
     except (FileNotFoundError, ValueError):
         return None
-
-
-def _first_free(*ports: int | None) -> int:
-    """The first port that is set and free (the previous start's first: ports stay put across restarts), else 0."""
-    return next((p for p in ports if p and port_free(p)), 0)
 
 
 def check_server_deps() -> None:
@@ -146,10 +140,7 @@ class LocalStack:
         return "".join(lines)
 
     def child_env(self) -> dict[str, str]:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
-        env.update(self.env())
-        env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH", "")) if p)
-        return env
+        return child_env(self.env(), drop_prefix="PREFECT_")
 
     # ------------------------------------------------------------ parts
     def start_s3(self) -> str:
@@ -159,7 +150,7 @@ class LocalStack:
         if endpoint:
             return endpoint
         LocalS3(self.s3_dir).stop()  # a dead, zombie or unresponsive server of this stack: clear it first
-        return LocalS3(self.s3_dir, _first_free(seaweedfs.previous_port(self.s3_dir), self.s3_port)).start().endpoint_url
+        return LocalS3(self.s3_dir, first_free(seaweedfs.previous_port(self.s3_dir), self.s3_port)).start().endpoint_url
 
     def serveralive(self) -> bool:
         try:
@@ -174,7 +165,7 @@ class LocalStack:
             return self.api_url
         check_server_deps()
         self.prefect_home.mkdir(parents=True, exist_ok=True)
-        port = _first_free(self.state().get("api_port"), self.api_port) or free_port()
+        port = first_free(self.state().get("api_port"), self.api_port) or free_port()
         self._save(api_port=port)
         log = open(self.prefect_home / "server.log", "ab")
         proc = subprocess.Popen([_prefect(), "server", "start", "--host", "127.0.0.1", "--port", str(port)],

@@ -90,10 +90,10 @@ def lineage_block(model_uri: str) -> dict:
             out[kind] = [{"uri": n.uri, "manifest_hash": n.manifest_hash} for n in nodes]
     ck = (chain.get("checkpoint") or [None])[0]
     if ck is not None:
-        m = manifests.read(ck.uri, verify=False)
-        out["steps"] = m.get("step", ck.detail.get("step"))
-        out["tokens_seen"] = m.get("tokens_seen", (m.get("counters") or {}).get("tokens_seen"))
-        out["config"] = m.get("config")
+        from pretraining.checkpoint import CheckpointManifest
+
+        cm = CheckpointManifest.from_dict(ck.uri, manifests.read(ck.uri, verify=False))
+        out["steps"], out["tokens_seen"], out["config"] = cm.step, cm.tokens_seen, cm.config
     return out
 
 

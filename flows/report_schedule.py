@@ -19,13 +19,14 @@ from prefect import flow, get_run_logger
 
 from common import manifest as manifests
 from common import storage
-from flows import stages
+from flows import checkpoints, reports
 from flows.electra_pretraining import evaluate_stage, export_stage, publish_stage, write_summary
 from flows.params import EvalParams, PublishParams, RunSpec, Size
+from flows.results import StageError, StageResult
 
 
-def newest_model(spec: RunSpec) -> tuple[str, dict] | None:
-    """The exported model with the highest step under <run_root>/model/."""
+def newest_model(spec: RunSpec) -> tuple[int, str, dict] | None:
+    """(step, output, manifest) of the exported model with the highest step under <run_root>/model/."""
     base = storage.join(spec.run_root, "model")
     found = []
     for uri in storage.list_files(base.rstrip("/") + "/"):
@@ -35,16 +36,8 @@ def newest_model(spec: RunSpec) -> tuple[str, dict] | None:
                 m = manifests.read(out, kind="model")
             except manifests.ManifestError:
                 continue
-            found.append((int(m.get("step") or 0), out, m))
-    if not found:
-        return None
-    _, out, m = max(found)
-    return out, m
-
-
-def _as_result(stage: str, out: str, m: dict) -> dict:
-    return {"stage": stage, "output": out, "manifest_hash": m["manifest_hash"], "kind": m.get("kind"),
-            "skipped": True, "seconds": 0.0, "key": "", "counters": m.get("counters", {})}
+            found.append((int(m["step"]), out, m))  # pretraining.export writes the checkpoint's step
+    return max(found, key=lambda f: (f[0], f[1])) if found else None
 
 
 @flow(name="glue-squad-report", log_prints=True, persist_result=False)
@@ -53,23 +46,23 @@ def glue_squad_report(storage_root: str, run_name: str, size: Size = "small",
     """Export the newest checkpoint if needed, evaluate it, publish the card with the report."""
     spec = RunSpec(size=size, run_name=run_name, storage_root=storage_root, evaluation=evaluation, publish=publish)
     logger = get_run_logger()
-    ckpt = stages.latest_checkpoint(spec.pretrain_uri)
+    ckpt = checkpoints.latest(spec.pretrain_uri)
     model = newest_model(spec)
-    ckpt_step = stages.checkpoint_step(ckpt[1]) if ckpt else -1
-    model_step = int(model[1].get("step") or 0) if model else -1
+    ckpt_step = ckpt.step if ckpt else -1
+    model_step = model[0] if model else -1
     if ckpt and ckpt_step > model_step:
         logger.info("checkpoint step %d is newer than the newest model (step %d): exporting it", ckpt_step, model_step)
-        model_res = export_stage(spec, _as_result("checkpoint", *ckpt))
+        model_res = export_stage(spec, StageResult.found("checkpoint", ckpt.uri, ckpt.raw))
     elif model:
-        model_res = _as_result("export", *model)
+        model_res = StageResult.found("export", model[1], model[2])
     else:
-        raise stages.StageError(f"nothing to evaluate: no complete checkpoint under {spec.pretrain_uri} "
+        raise StageError(f"nothing to evaluate: no complete checkpoint under {spec.pretrain_uri} "
                                 f"and no model under {spec.run_root}/model")
-    done = stages.find_reports(spec.run_root, model_res["manifest_hash"], spec.evaluation.tier)
+    done = reports.find_reports(spec.run_root, model_res.manifest_hash, spec.evaluation.tier)
     if done:
         logger.info("%s was already evaluated at tier %s (%s): not evaluating it again",
-                    model_res["output"], spec.evaluation.tier, done[-1][0])
-        report = _as_result("evaluate", *done[-1])
+                    model_res.output, spec.evaluation.tier, done[-1][0])
+        report = StageResult.found("evaluate", *done[-1])
     else:
         report = evaluate_stage(spec, model_res)
     published = publish_stage(spec, model_res, report) if spec.publish.enabled else None

@@ -1,103 +1,142 @@
-"""How the flow calls each stage: argv for the stage's own `main(argv)`, or the DeepSpeed launcher command.
+"""How the flow calls each stage: the stage's typed config, its library function, and the command a user would type.
 
-The stages are the product; this module only translates a `RunSpec` into the command
-line a user would type, so a flow run and a hand-run stage do exactly the same thing.
-Beam jobs, export and evaluation run in the flow's process through `main(argv)`;
-pretraining runs under the DeepSpeed launcher in a supervised child process group
-(flows/supervise.py), signalled (SIGTERM, then SIGKILL) when the flow is cancelled or dies,
-so ranks checkpoint and exit and no trainer outlives the flow run.
+The stages are the product; this module only turns a `RunSpec` into the config each job's CLI
+would build, so a flow run and a hand-run stage do exactly the same thing:
+
+    job = stages.tokenizer_job(spec, documents_uri)   # TokenizerConfig + pipelines.tokenizer.train.run
+    manifest = stages.run(job)                        # logs `running python -m pipelines.train_tokenizer ...`
+
+Beam jobs, export and evaluation run in the flow's process through their `run(cfg)`; the
+`corpus.extra_args` and `pack.extra_args` parameters are those jobs' own command-line flags
+(`--config clean.yaml`, `--seed 3`, Beam options), so the job's own parser turns them into its
+config. Pretraining runs under the DeepSpeed launcher (`pretrain_command`) in a supervised child
+process group (flows/supervise.py).
 """
 
 from __future__ import annotations
 
-import importlib
+import dataclasses
 import logging
-import os
 import shlex
-import subprocess
 import sys
-import threading
 from pathlib import Path
 from typing import Callable
 
-from common import manifest as manifests
-from common import storage
-from common.processes import kill_group
-from common.seaweedfs import free_port, port_free
+from common import cli, configs, storage
+from common.ports import free_port, port_free
+from common.processes import REPO, child_env
 from flows.params import RunSpec
+from flows.results import StageError
 
 log = logging.getLogger("flows.stages")
 
-REPO = Path(__file__).resolve().parent.parent
+
+@dataclasses.dataclass(frozen=True)
+class Job:
+    """One stage run in the flow's process."""
+
+    module: str  # the job's CLI module: `python -m <module>` runs the same by hand
+    config: object  # the typed config the CLI would build (CleanConfig, TokenizerConfig, PackConfig, ...)
+    argv: tuple[str, ...]  # the CLI arguments that build that config: the logged command
+    call: Callable[[], dict]  # the job's library function on that config; returns the manifest it wrote
+    user_errors: tuple[type[BaseException], ...] = ()  # the job's own "fix the input" errors (exit 2)
+    debug: bool = False  # --debug among the user's flags: full tracebacks, Beam workers log here
+
+    @property
+    def command(self) -> str:
+        return f"python -m {self.module} {shlex.join(self.argv)}"
 
 
-class StageError(RuntimeError):
-    """A stage exited with an error; the message says which and how to rerun it by hand."""
-
-    def __init__(self, message: str, returncode: int | None = None):
-        super().__init__(message)
-        self.returncode = returncode
-
-
-def call_main(module: str, argv: list[str]) -> object:
-    """Import `module` and call its `main(argv)`; a non-zero exit becomes a StageError."""
-    mod = importlib.import_module(module)
-    cmd = f"python -m {module} {shlex.join(argv)}"
-    log.info("running %s", cmd)
+def run(job: Job) -> dict:
+    """Run a job; an error it classifies (common/cli.py) becomes a StageError with its exit code, so the flow
+    retries an outage (75) and not a bad input (2). A bug keeps its traceback."""
+    cli.setup_logging()  # as when the job runs by hand
+    log.info("running %s", job.command)
     try:
-        result = mod.main(argv)
-    except SystemExit as exc:
-        if exc.code not in (0, None):
-            raise StageError(f"{cmd} exited with {exc.code}", exc.code if isinstance(exc.code, int) else 1) from None
-        return None
-    if isinstance(result, int) and not isinstance(result, bool) and result != 0:
-        raise StageError(f"{cmd} returned {result}", result)
-    return result
+        with cli.debugging(job.debug):
+            return job.call()
+    except Exception as exc:  # noqa: BLE001 - classified below; bugs re-raise
+        code = cli.exit_code(exc, job.user_errors)
+        if code is None:
+            raise
+        raise StageError(f"{job.command} exited with {code}: {cli.one_line(exc)}", code) from exc
+
+
+def _parsed(module: str, parse: Callable[[list[str]], tuple], argv: list[str]) -> tuple:
+    """The job's own parser on the command (for the user's extra flags); a flag it refuses is a StageError."""
+    try:
+        return parse(argv)
+    except SystemExit:  # argparse printed why
+        raise StageError(f"python -m {module} {shlex.join(argv)}: the arguments were refused", 2) from None
 
 
 # ----------------------------------------------------------------------------- data stages
 
 
-def clean_argv(spec: RunSpec) -> list[str]:
+def clean_job(spec: RunSpec) -> Job:
+    from pipelines import clean
+
     argv: list[str] = []
     for pattern in spec.corpus.inputs:
         argv += ["--input", pattern]
     argv += ["--output", spec.clean_uri]
     if spec.corpus.format:
         argv += ["--format", spec.corpus.format]
-    return argv + list(spec.corpus.extra_args) + spec.beam.args()
+    argv += list(spec.corpus.extra_args) + spec.beam.args()
+    cfg, beam_args, flags = _parsed("pipelines.clean", clean.parse, argv)
+    return Job("pipelines.clean", cfg, tuple(argv), lambda: clean.run(cfg, beam_args, break_claim=flags.break_claim),
+               clean.USER_ERRORS, flags.debug)
 
 
-def tokenizer_argv(spec: RunSpec, documents_uri: str) -> list[str]:
+def tokenizer_job(spec: RunSpec, documents_uri: str) -> Job:
+    from pipelines import train_tokenizer
+    from pipelines.tokenizer.config import TokenizerConfig
+
     t = spec.tokenizer
-    argv = ["--input", documents_uri, "--output", spec.tokenizer_uri,
-            "--vocab-size", str(t.vocab_size), "--model-type", t.model_type]
-    if t.sample_docs:
-        argv += ["--sample-docs", str(t.sample_docs)]
-    return argv
+    cfg = TokenizerConfig(input=documents_uri, output=spec.tokenizer_uri, vocab_size=t.vocab_size,
+                          model_type=t.model_type, sample_docs=t.sample_docs or TokenizerConfig.sample_docs)
+    argv = ["--input", cfg.input, "--output", cfg.output, "--vocab-size", str(cfg.vocab_size),
+            "--model-type", cfg.model_type, "--sample-docs", str(cfg.sample_docs)]
+    return Job("pipelines.train_tokenizer", cfg, tuple(argv), lambda: train_tokenizer.run(cfg),
+               train_tokenizer.USER_ERRORS)
 
 
-def pack_argv(spec: RunSpec, documents_uri: str, tokenizer_uri: str) -> list[str]:
-    return (["--input", documents_uri, "--tokenizer", tokenizer_uri, "--output", spec.pack_uri,
+def pack_job(spec: RunSpec, documents_uri: str, tokenizer_uri: str) -> Job:
+    from pipelines import pack
+
+    argv = (["--input", documents_uri, "--tokenizer", tokenizer_uri, "--output", spec.pack_uri,
              "--max-seq-length", str(spec.pack.max_seq_length)] + list(spec.pack.extra_args) + spec.beam.args())
+    cfg, beam_args, flags = _parsed("pipelines.pack", pack.parse_all, argv)
+    return Job("pipelines.pack", cfg, tuple(argv), lambda: pack.run(cfg, beam_args, break_claim=flags.break_claim),
+               pack.USER_ERRORS, flags.debug)
 
 
-def export_argv(checkpoint_uri: str, output: str) -> list[str]:
-    return ["--checkpoint", checkpoint_uri, "--output", output]
+def export_job(checkpoint_uri: str, output: str) -> Job:
+    from pretraining import export
+
+    cfg = export.ExportConfig(checkpoint=checkpoint_uri, output=output)
+    return Job("pretraining.export", cfg, ("--checkpoint", cfg.checkpoint, "--output", cfg.output),
+               lambda: export.run(cfg))
 
 
-def eval_argv(spec: RunSpec, model_uri: str) -> list[str]:
+def eval_job(spec: RunSpec, model_uri: str) -> Job:
+    from evaluation import run as evaluation
+    from evaluation.config import EvalConfig
+
     e = spec.evaluation
-    argv = ["--model", model_uri, "--output", spec.run_root, "--tier", e.tier]
-    if e.tasks:
-        argv += ["--tasks", ",".join(e.tasks)]
-    if e.seeds:
-        argv += ["--seeds", str(e.seeds)]
-    if e.data_dir:
-        argv += ["--data-dir", e.data_dir]
+    cfg = EvalConfig(model=model_uri, output=spec.run_root, tier=e.tier, tasks=tuple(e.tasks or ()),
+                     seeds=e.seeds or 0, data_dir=e.data_dir or "")
+    cfg = configs.apply_overrides(cfg, list(e.overrides))
+    argv = ["--model", cfg.model, "--output", cfg.output, "--tier", cfg.tier]
+    if cfg.tasks:
+        argv += ["--tasks", ",".join(cfg.tasks)]
+    if cfg.seeds:
+        argv += ["--seeds", str(cfg.seeds)]
+    if cfg.data_dir:
+        argv += ["--data-dir", cfg.data_dir]
     if e.overrides:
         argv += ["--set", *e.overrides]
-    return argv
+    return Job("evaluation.run", cfg, tuple(argv), lambda: evaluation.run(cfg), evaluation.USER_ERRORS)
 
 
 # ----------------------------------------------------------------------------- pretraining
@@ -141,101 +180,8 @@ def _deepspeed_bin() -> str:
     return str(beside) if beside.exists() else "deepspeed"
 
 
-def child_env() -> dict[str, str]:
-    """The launcher and its ranks see the same object store and find the repo's packages."""
-    env = dict(os.environ)
-    env.update(storage.StorageSettings.from_env().to_env())
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH", "")) if p)
-    env.setdefault("PYTHONUNBUFFERED", "1")
+def launcher_env() -> dict[str, str]:
+    """The launcher and its ranks see the same object store as the flow and import this checkout."""
+    env = child_env(storage.StorageSettings.from_env().to_env())
+    env.setdefault("PYTHONUNBUFFERED", "1")  # rank output reaches the flow's log line by line
     return env
-
-
-def run_streaming(cmd: list[str], on_line: Callable[[str], None], cwd: str | None = None,
-                  env: dict[str, str] | None = None) -> int:
-    """Run a command in its own process group, passing each output line to `on_line`.
-
-    If this thread is interrupted (flow cancelled, worker stopping), the group gets SIGTERM (ranks
-    checkpoint at the next step boundary), then SIGKILL after a grace period. The command runs
-    under flows.supervise, so if the flow process itself is killed the whole launcher tree is
-    stopped too, and a rerun never races an orphaned trainer for the same run directory.
-    """
-    env = dict(env or child_env())
-    env["ELECTRA_SUPERVISE_PARENT"] = str(os.getpid())
-    proc = subprocess.Popen([sys.executable, "-m", "flows.supervise", "--", *cmd], cwd=cwd or str(REPO), env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1,
-                            start_new_session=True)
-    try:
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            on_line(line.rstrip("\n"))
-        return proc.wait()
-    except BaseException:
-        terminate_group(proc)
-        raise
-
-
-def terminate_group(proc: subprocess.Popen, grace_s: float = 60.0) -> None:
-    """Stop the launcher tree; the grace period lets the ranks write a checkpoint on SIGTERM."""
-    kill_group(proc.pid, grace_s)
-
-
-def latest_checkpoint(run_uri: str) -> tuple[str, dict] | None:
-    """The newest complete checkpoint of a run (pretraining.checkpoint decides what complete means)."""
-    from pretraining import checkpoint
-
-    return checkpoint.latest_complete(run_uri, mode="size")
-
-
-def checkpoint_step(m: dict) -> int:
-    step = m.get("step", m.get("counters", {}).get("step"))
-    if step is None:
-        raise manifests.ManifestError("checkpoint manifest has no step")
-    return int(step)
-
-
-def target_steps(spec: RunSpec) -> int:
-    """The step the run ends at: train.max_steps, else the size's (overridden) default."""
-    if spec.train.max_steps:
-        return spec.train.max_steps
-    from pretraining.config import train_config
-
-    return train_config(spec.size, list(spec.train.overrides)).max_steps
-
-
-# ----------------------------------------------------------------------------- reports
-
-
-def find_reports(run_root: str, model_hash: str | None = None, tier: str | None = None) -> list[tuple[str, dict]]:
-    """Finished reports under <run_root>/reports/, oldest first; only those of `model_hash` and `tier` when given
-    (reports from before tiers existed are full-tier)."""
-    base = storage.join(run_root, "reports")
-    found = []
-    for uri in storage.list_files(base):
-        if storage.basename(uri) != manifests.MANIFEST_NAME:
-            continue
-        out = storage.parent(uri)
-        try:
-            m = manifests.read(out, kind="report")
-        except manifests.ManifestError:
-            continue
-        if model_hash and model_hash not in {i.get("manifest_hash") for i in m.get("inputs", [])}:
-            continue
-        if tier and (m.get("tier") or "full") != tier:
-            continue
-        found.append((out, m))
-    # <model>/<timestamp>/: the timestamp sorts in time order.
-    return sorted(found, key=lambda t: storage.basename(t[0]))
-
-
-class LineLogger:
-    """Forwards launcher output to a logger, keeping the last lines for the error message."""
-
-    def __init__(self, logger: logging.Logger | logging.LoggerAdapter, keep: int = 40):
-        self.logger, self.keep = logger, keep
-        self.tail: list[str] = []
-        self._lock = threading.Lock()
-
-    def __call__(self, line: str) -> None:
-        with self._lock:
-            self.tail = (self.tail + [line])[-self.keep:]
-        self.logger.info(line)

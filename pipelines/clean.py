@@ -30,6 +30,8 @@ from pipelines.cleaning.job import InputError, Inputs, build_pipeline, check_buc
 
 log = logging.getLogger("pipelines.clean")
 
+USER_ERRORS = (InputError,)  # besides common.cli's config, manifest and storage errors (exit 2)
+
 
 def run(cfg: CleanConfig, beam_args: list[str] | None = None, *, break_claim: bool = False) -> dict:
     """Run the job; returns the manifest it wrote. Raises InputError / StorageError before any work
@@ -92,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
         return (f"clean: read {c['records_read']}, kept {c['kept']}, dropped {sum(c['dropped'].values())}, "
                 f"rejected {sum(c['rejected'].values())} -> {cfg.output}/manifest.json")
 
-    return run_job(body, (InputError,), argv=argv)
+    return run_job(body, USER_ERRORS, argv=argv)
 
 
 if __name__ == "__main__":

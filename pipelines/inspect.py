@@ -3,9 +3,11 @@
     python -m pipelines.inspect s3://corpus/clean              # summary (kind, counts, shards, hashes)
     python -m pipelines.inspect s3://corpus/clean --sample 5   # the first 5 records as JSONL
 
-Each manifest kind has a handler in HANDLERS. A stage registers its own with
-`register("pack", summarize=..., sample=...)`, or by adding an entry to HANDLERS here;
-kinds without one get the generic summary and no sampling.
+Every summary has the fields all manifests share (`generic_summary`); a manifest kind with an
+entry in HANDLERS, the one table of handlers, adds its own fields and a record sampler. The handler
+modules (pipelines/<stage>/inspect.py) know nothing of this one: to add a kind, write its
+`details(output, manifest) -> dict` and `sample(output, manifest) -> iterator` and add a line to
+HANDLERS. Kinds without an entry get the generic summary and no sampling.
 """
 
 from __future__ import annotations
@@ -18,14 +20,15 @@ import sys
 from typing import Callable, Iterator
 
 from common import cli, manifest, storage
+from pipelines import documents
 from pipelines.packing import inspect as pack_inspect
 from pipelines.tokenizer import inspect as tokenizer_inspect
 
 
 @dataclasses.dataclass(frozen=True)
 class Handler:
-    # summary dict for a finished output: (output URI, manifest) -> JSON-able dict
-    summarize: Callable[[str, dict], dict]
+    # the kind's own summary fields, added to generic_summary's: (output URI, manifest) -> JSON-able dict
+    details: Callable[[str, dict], dict] | None = None
     # records of a finished output, in a stable order: (output URI, manifest) -> iterator of dicts
     sample: Callable[[str, dict], Iterator[dict]] | None = None
 
@@ -47,37 +50,26 @@ def generic_summary(output: str, m: dict) -> dict:
     }
 
 
-def _documents_summary(output: str, m: dict) -> dict:
-    out = generic_summary(output, m)
-    out["rejects"] = sum(int(s.get("records", 0)) for s in m.get("rejects", []))
-    out["format"] = m.get("format")
-    return out
+def _documents_details(output: str, m: dict) -> dict:
+    return {"rejects": sum(int(s.get("records", 0)) for s in m.get("rejects", [])), "format": m.get("format")}
 
 
 def _documents_sample(output: str, m: dict) -> Iterator[dict]:
-    from pipelines import documents
-
     for s in m["shards"]:
         yield from documents.iter_shard(storage.join(output, s["path"]))
 
 
 HANDLERS: dict[str, Handler] = {
-    "documents": Handler(_documents_summary, _documents_sample),
-    "tokenizer": Handler(tokenizer_inspect.summarize, tokenizer_inspect.sample),
-    "pack": Handler(pack_inspect.summarize, pack_inspect.sample),
+    "documents": Handler(_documents_details, _documents_sample),
+    "tokenizer": Handler(tokenizer_inspect.details, tokenizer_inspect.sample),
+    "pack": Handler(pack_inspect.details, pack_inspect.sample),
 }
-
-
-def register(kind: str, summarize: Callable[[str, dict], dict] | None = None,
-             sample: Callable[[str, dict], Iterator[dict]] | None = None) -> None:
-    """Add or replace the handler for a manifest kind (e.g. "tokenizer", "pack")."""
-    HANDLERS[kind] = Handler(summarize or generic_summary, sample)
 
 
 def summarize(output: str) -> dict:
     m = manifest.read(output)
-    handler = HANDLERS.get(m.get("kind"), Handler(generic_summary))
-    return handler.summarize(output, m)
+    handler = HANDLERS.get(m.get("kind"), Handler())
+    return {**generic_summary(output, m), **(handler.details(output, m) if handler.details else {})}
 
 
 def sample(output: str, n: int) -> list[dict]:
@@ -85,7 +77,7 @@ def sample(output: str, n: int) -> list[dict]:
     handler = HANDLERS.get(m.get("kind"))
     if handler is None or handler.sample is None:
         raise manifest.ManifestError(f"no record sampler for manifest kind {m.get('kind')!r}; "
-                                     f"register one with pipelines.inspect.register()")
+                                     f"add one to pipelines.inspect.HANDLERS")
     return list(itertools.islice(handler.sample(output, m), n))
 
 

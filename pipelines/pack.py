@@ -5,7 +5,7 @@
         [Beam options: --runner, --direct_num_workers, ...]
 
 Writes shards/part-00000-of-00004.bin and its siblings (as many as the corpus needs at --shard-mb) (uint16 rows [examples, seq_len]) and, last,
-manifest.json (pipelines/packformat.py). `--tokenizer` is a `pipelines.train_tokenizer` output or an
+manifest.json (common/packformat.py). `--tokenizer` is a `pipelines.train_tokenizer` output or an
 existing HF tokenizer: a directory with tokenizer.json, a WordPiece vocab.txt, or a hub id such as
 google/electra-base-discriminator (continued pretraining keeps the published vocabulary; its special
 ids go into the manifest). See docs/tokenizer_and_packing.md.
@@ -21,6 +21,8 @@ from common.configs import apply_overrides
 from pipelines.packing.config import PackConfig
 from pipelines.packing.run import EmptyInputError, run
 from pipelines.tokenizer import TokenizerError
+
+USER_ERRORS = (EmptyInputError, TokenizerError)  # besides common.cli's config, manifest and storage errors
 
 
 def parse(argv: list[str] | None = None) -> tuple[PackConfig, list[str]]:
@@ -58,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
                 f"{m['seq_len']} (padding {m['padding_fraction']:.4f}, truncated {c['tokens_truncated']}) "
                 f"-> {cfg.output}/manifest.json")
 
-    return run_job(body, (EmptyInputError, TokenizerError), argv=argv)
+    return run_job(body, USER_ERRORS, argv=argv)
 
 
 if __name__ == "__main__":

@@ -18,6 +18,8 @@ from pipelines.tokenizer.config import TokenizerConfig
 from pipelines.tokenizer.load import TokenizerError
 from pipelines.tokenizer.train import run
 
+USER_ERRORS = (TokenizerError, ValueError)  # besides common.cli's config, manifest and storage errors (exit 2)
+
 
 def parse(argv: list[str] | None = None) -> TokenizerConfig:
     return parse_all(argv)[0]
@@ -49,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
         return (f"train_tokenizer: {m['model_type']} vocab {m['vocab_size']} from {c['documents_sampled']} of "
                 f"{c['documents_total']} documents ({c['sentences']} sentences) -> {cfg.output}/manifest.json")
 
-    return run_job(body, (TokenizerError, ValueError), argv=argv)
+    return run_job(body, USER_ERRORS, argv=argv)
 
 
 if __name__ == "__main__":

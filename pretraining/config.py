@@ -214,7 +214,7 @@ def with_pack(cfg: TrainConfig, explicit: set[str] = frozenset()) -> TrainConfig
     """The config with the vocabulary size and special ids taken from the pack manifest: the tokenizer decides
     them (BERT's WordPiece puts [CLS] at 101, this project's SentencePiece at 2). Keys in `explicit` (set on
     the command line) are kept; the compatibility check then says if they disagree with the pack."""
-    from pipelines.packformat import PackManifest
+    from common.packformat import PackManifest
 
     pack = PackManifest.read(cfg.data.pack)
     values = {"vocab_size": pack.vocab_size, **{f"{k}_token_id": v for k, v in pack.special_ids.as_dict().items()}}
@@ -236,7 +236,7 @@ def with_inputs(cfg: TrainConfig, overrides: list[str]) -> TrainConfig:
     if cfg.init.pretrained:
         from pretraining import init_from
 
-        cfg = init_from.with_pretrained_shapes(cfg, explicit)
+        cfg = replace_model(cfg, init_from.pretrained_shapes(cfg.init, cfg.model, explicit))
     return cfg
 
 

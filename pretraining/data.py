@@ -1,4 +1,4 @@
-"""Pretraining batches from a pack (`pipelines/packformat.py`), local or s3://, resumable to the example.
+"""Pretraining batches from a pack (`common/packformat.py`), local or s3://, resumable to the example.
 
 The order of examples is a pure function of (seed, epoch). The pack's rows, taken as one index
 space (the shards' rows end to end, or any list of row ranges), are cut into blocks of
@@ -33,7 +33,7 @@ import torch
 
 from common import manifest as manifests
 from common import storage
-from pipelines.packformat import PackReader, attention_mask, token_type_ids
+from common.packformat import PackReader, attention_mask, token_type_ids
 
 
 class DataMismatchError(ValueError):

@@ -14,6 +14,7 @@ with DeepSpeed's zero_to_fp32, on CPU, without a launcher.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import os
 import sys
@@ -23,12 +24,18 @@ from pathlib import Path
 from common import cli
 from common import manifest as manifests
 from common import storage
-from pipelines.packformat import PackManifest
+from common.packformat import PackManifest
 from pretraining import checkpoint as ckpt
 
 log = logging.getLogger("pretraining.export")
 
 DISCRIMINATOR, GENERATOR = "discriminator", "generator"
+
+
+@dataclasses.dataclass(frozen=True)
+class ExportConfig:
+    checkpoint: str  # a step dir, or a run / checkpoints dir (its newest complete checkpoint is exported)
+    output: str  # where discriminator/, generator/ and the model manifest go (local or s3://)
 
 
 def consolidated_state_dict(step_dir: str, work: str) -> dict:
@@ -96,6 +103,11 @@ def export(checkpoint: str, output: str) -> dict:
     return out
 
 
+def run(cfg: ExportConfig) -> dict:
+    """Library entry (what the flow calls): the model manifest."""
+    return export(cfg.checkpoint, cfg.output)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m pretraining.export", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -103,10 +115,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--output", required=True, help="output URI (s3:// or local)")
     cli.add_debug(ap)
     args = ap.parse_args(argv)
+    cfg = ExportConfig(checkpoint=args.checkpoint, output=args.output)
 
     def body() -> str:
-        m = export(args.checkpoint, args.output)
-        return f"export: step {m['step']} -> {args.output}/manifest.json"
+        m = run(cfg)
+        return f"export: step {m['step']} -> {cfg.output}/manifest.json"
 
     return cli.run_job(body, argv=argv)
 

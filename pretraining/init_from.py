@@ -6,7 +6,7 @@
 A pair is two Hugging Face directories (local, s3://, or hub ids where the hub is reachable):
 `ElectraForPreTraining` and `ElectraForMaskedLM`, as Google published them and as
 `pretraining.export` writes them. The model's shapes come from their configs, not from the named
-size (`with_pretrained_shapes`). Loading is the inverse of `ElectraPretrainingModel.hf_state_dicts`:
+size (`pretrained_shapes`). Loading is the inverse of `ElectraPretrainingModel.hf_state_dicts`:
 
     discriminator  electra.embeddings.*            -> embeddings.*   (shared: token, position, type, LayerNorm)
                    electra.embeddings_project.*    -> discriminator.embeddings_project.*   (when widths differ: Small)
@@ -33,12 +33,16 @@ import dataclasses
 import json
 import logging
 import os
+from typing import TYPE_CHECKING
 
 import torch
 
 from common import configs, storage
-from pretraining.config import InitConfig, TrainConfig, replace_model
 from pretraining.model import _gathered
+
+if TYPE_CHECKING:  # pretraining.config calls pretrained_shapes: the config module imports this one
+    from pretraining.config import InitConfig
+    from pretraining.sizes import ModelConfig
 
 log = logging.getLogger("pretraining.init_from")
 
@@ -119,24 +123,25 @@ def shapes_from(disc, gen) -> dict[str, object]:
                 layer_norm_eps=disc.layer_norm_eps, initializer_range=disc.initializer_range)
 
 
-def with_pretrained_shapes(cfg: TrainConfig, explicit: set[str] = frozenset()) -> TrainConfig:
-    """The run config with the model's shapes read from init.pretrained's configs (the checkpoint decides them).
+def pretrained_shapes(init: InitConfig, model: ModelConfig, explicit: set[str] = frozenset()) -> dict[str, object]:
+    """The model fields read from init.pretrained's configs (the checkpoint decides the shapes), checked
+    against the run's `model` (pretraining.config.with_inputs puts them in the run config).
 
-    `cfg.model.vocab_size` is the pack's by now: it must be the checkpoint's, or the pack was made with
+    `model.vocab_size` is the pack's by now: it must be the checkpoint's, or the pack was made with
     another tokenizer. A shape set on the command line that disagrees is an error, not silently replaced.
     """
-    pair = PretrainedPair.from_config(cfg.init)
+    pair = PretrainedPair.from_config(init)
     fields = shapes_from(_config(pair.discriminator), _config(pair.generator))
-    if cfg.model.vocab_size != fields["vocab_size"]:
+    if model.vocab_size != fields["vocab_size"]:
         raise InitError(f"init.pretrained has a vocabulary of {fields['vocab_size']} ids but the pack's tokenizer has "
-                        f"{cfg.model.vocab_size}: pack the corpus with the checkpoint's own tokenizer "
+                        f"{model.vocab_size}: pack the corpus with the checkpoint's own tokenizer "
                         f"(python -m pipelines.pack --tokenizer {pair.discriminator} ...)")
-    clash = [f"model.{k}={getattr(cfg.model, k)} (the checkpoint has {v})" for k, v in fields.items()
-             if f"model.{k}" in explicit and getattr(cfg.model, k) != v]
+    clash = [f"model.{k}={getattr(model, k)} (the checkpoint has {v})" for k, v in fields.items()
+             if f"model.{k}" in explicit and getattr(model, k) != v]
     if clash:
         raise InitError(f"{', '.join(clash)}: with init.pretrained the checkpoint decides the model's shapes; "
                         "drop the override")
-    return replace_model(cfg, fields)
+    return fields
 
 
 def from_hf_state_dicts(disc: dict[str, torch.Tensor], gen: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import re
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
@@ -34,7 +35,8 @@ from transformers.models.electra.modeling_electra import (
     ElectraGeneratorPredictions,
 )
 
-from pretraining.sizes import ModelConfig
+if TYPE_CHECKING:  # sizes.ModelConfig.build() imports this module
+    from pretraining.sizes import ModelConfig
 
 # Keys of PretrainingOutput.metrics, all summable across ranks and steps.
 METRIC_KEYS = ("gen_correct", "masked", "disc_correct", "disc_tokens", "replaced", "pred_replaced", "true_positive")

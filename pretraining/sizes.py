@@ -15,6 +15,8 @@ import dataclasses
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from common.special_tokens import FIXED
+
 if TYPE_CHECKING:
     from pretraining.model import ElectraPretrainingModel
 
@@ -43,11 +45,12 @@ class ModelConfig:
     initializer_range: float = 0.02  # std of the truncated-normal-like init of every matrix (as BERT)
     mask_prob: float = 0.15  # fraction of maskable positions the generator predicts (0.25 for large)
     rtd_weight: float = 50.0  # discriminator loss weight (lambda in the paper)
-    pad_token_id: int = 0  # fixed special ids, see pipelines/packformat.py
-    unk_token_id: int = 1
-    cls_token_id: int = 2
-    sep_token_id: int = 3
-    mask_token_id: int = 4
+    # Special ids: this project's tokenizers' (common/special_tokens.py); a run takes its pack's (config.with_pack).
+    pad_token_id: int = FIXED.pad
+    unk_token_id: int = FIXED.unk
+    cls_token_id: int = FIXED.cls
+    sep_token_id: int = FIXED.sep
+    mask_token_id: int = FIXED.mask
     attn_implementation: str = "sdpa"  # fused scaled-dot-product attention; "eager" is transformers' matmul+softmax
     # torch.compile each tower (fuses LayerNorm/GELU/dropout chains; the first steps pay the compile).
     # Off by default: benchmarks/train_step.py --modes compile measures it against eager on the target GPU.

@@ -32,7 +32,7 @@ import numpy as np
 import torch
 
 from common.configs import ConfigError
-from pipelines.packformat import PackReader, attention_mask, token_type_ids
+from common.packformat import PackReader, attention_mask, token_type_ids
 from pretraining.data import RowRange
 from pretraining.model import METRIC_KEYS, derived_metrics
 from pretraining.seeding import mix_seed

@@ -30,7 +30,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from common.seaweedfs import free_port
+from common.ports import free_port
 
 DAEMONS = ("slurmctld", "slurmd", "munged", "sbatch", "scontrol", "squeue", "sinfo", "scancel", "unshare")
 # Debian installs the daemons in /usr/sbin, which a non-login shell's PATH may lack.

@@ -96,9 +96,8 @@ def test_inspect_summary_and_sample(good, capsys):
 def test_inspect_has_an_extension_point(tmp_path, capsys, monkeypatch):
     m = manifest.build("pack", inputs=[], config={}, shards=[{"path": "s/0.bin", "records": 4}])
     manifest.write(str(tmp_path), m)
-    # A private copy of the registry: the real `pack` handler comes back for the rest of the session.
-    monkeypatch.setattr(inspect, "HANDLERS", dict(inspect.HANDLERS))
-    inspect.register("pack", sample=lambda out, m: iter([{"example": 0}]))
+    # monkeypatch puts the real `pack` handler back for the rest of the session.
+    monkeypatch.setitem(inspect.HANDLERS, "pack", inspect.Handler(sample=lambda out, m: iter([{"example": 0}])))
     assert inspect.main([str(tmp_path), "--sample", "1"]) == 0
     assert json.loads(capsys.readouterr().out) == {"example": 0}
 

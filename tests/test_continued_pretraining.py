@@ -27,11 +27,11 @@ import torch
 from train_support import deepspeed_cmd, export_and_probe, preempt, run_launcher, train_overrides
 
 from common import storage
-from pipelines.packformat import PackReader
+from common.packformat import PackReader
+from common.special_tokens import BERT
 from pipelines.packing import prose
 from pipelines.packing.config import PackConfig
 from pipelines.packing.run import run as run_pack
-from pipelines.tokenizer.special import BERT
 from pretraining import checkpoint as ckpt
 from pretraining import init_from
 from pretraining.config import train_config, with_inputs
@@ -171,7 +171,7 @@ def test_model_matches_the_published_pair_before_any_step(pair, tmp_path):
     init_from.load_into(model, cfg.init)
     reader = PackReader(pair["pack"])
     ids = torch.from_numpy(reader.read(0, 0, 8))
-    from pipelines.packformat import attention_mask, token_type_ids
+    from common.packformat import attention_mask, token_type_ids
 
     am = torch.from_numpy(attention_mask(ids.numpy(), BERT.pad))
     tt = torch.from_numpy(token_type_ids(ids.numpy(), BERT.sep))

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from common import storage
-from pipelines.packformat import PackReader
+from common.packformat import PackReader
 from pretraining import data as datalib
 from pretraining.sizes import electra_tiny
 

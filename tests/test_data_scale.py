@@ -22,8 +22,9 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from common import storage
-from pipelines import clean, documents, packformat, sharding
+from common import packformat, storage
+from common.special_tokens import SPECIAL_IDS
+from pipelines import clean, documents, sharding
 from pipelines.cleaning import transforms as clean_transforms
 from pipelines.cleaning.config import (C4Config, CleanConfig, DedupConfig, GopherQualityConfig, GopherRepetitionConfig,
                                        LangIdConfig, OutputConfig)
@@ -33,7 +34,6 @@ from pipelines.packing.config import PackConfig
 from pipelines.packing.encode import SentencePieceEncoder
 from pipelines.packing.run import run as run_pack
 from pipelines.tokenizer.config import TokenizerConfig
-from pipelines.tokenizer.special import SPECIAL_IDS
 from pipelines.tokenizer.train import run as train
 
 MB = 1 << 20

@@ -276,7 +276,7 @@ def test_scheduled_report_never_overlaps_and_skips_an_evaluated_model(stack, tmp
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
     from evaluation.testing import corpus_from_mirror, make_tiny_model
-    from flows import stages
+    from flows.reports import find_reports
 
     run = "e2e-sched"
     local = make_tiny_model(str(tmp_path / "model"), corpus_from_mirror(str(REPO / "tests" / "data")), step=100,
@@ -303,7 +303,7 @@ def test_scheduled_report_never_overlaps_and_skips_an_evaluated_model(stack, tmp
     assert _task_states(stack, second) == {}  # it never started a task, let alone an evaluation
 
     assert demo.watch(stack, first, 900) == "Completed"
-    reports = stages.find_reports(f"{demo.BUCKET}/{run}", model_hash, "quick")
+    reports = find_reports(f"{demo.BUCKET}/{run}", model_hash, "quick")
     assert len(reports) == 1
     results = json.loads(storage.read_text(storage.join(reports[0][0], "results.json")))
     assert results["tier"]["name"] == "quick" and {t["task"] for t in results["tasks"].values()} == \
@@ -315,7 +315,7 @@ def test_scheduled_report_never_overlaps_and_skips_an_evaluated_model(stack, tmp
     summary = json.loads(storage.read_text(f"{demo.BUCKET}/{run}/_flow/report-summary.json"))
     assert summary["stages"]["report"] == {**summary["stages"]["report"], "output": reports[0][0], "skipped": True}
     assert "evaluate" not in _task_states(stack, third)
-    assert len(stages.find_reports(f"{demo.BUCKET}/{run}", model_hash, "quick")) == 1
+    assert len(find_reports(f"{demo.BUCKET}/{run}", model_hash, "quick")) == 1
 
 
 def test_make_deploy_registers_every_deployment_on_a_fresh_server(stack):

@@ -17,7 +17,8 @@ import pytest
 
 from common import storage
 from common.cli import EXIT_FIX, EXIT_RETRY
-from common.seaweedfs import LocalS3, free_port
+from common.ports import free_port
+from common.seaweedfs import LocalS3
 
 pytestmark = pytest.mark.integration
 

@@ -16,7 +16,9 @@ from pydantic import ValidationError
 
 from common import manifest as manifests
 from common import storage
-from flows import caching, stages
+from flows import caching, checkpoints, stages
+from flows.results import StageError
+from common.processes import REPO
 from flows.params import CorpusParams, LauncherParams, RunSpec, TrainParams
 
 
@@ -138,26 +140,27 @@ class FakeStages:
         self.crash_at_step = crash_at_step
         self.resumed_from: list[int] = []
 
-    def call_main(self, module: str, argv: list[str]):
+    def run(self, job: stages.Job):
+        """Stands in for stages.run: reads the job's typed config, as the real job would."""
+        module, cfg = job.module, job.config
         self.calls[module] = self.calls.get(module, 0) + 1
-        arg = dict(zip(argv[::2], argv[1::2]))
         if module == "pipelines.clean":
-            inputs = [{"uri": f, "size": os.path.getsize(f)} for f in storage.glob(arg["--input"])]
-            manifests.write(arg["--output"], manifests.build("documents", inputs=inputs, config={},
-                                                             counters={"records_read": 3, "kept": 2,
-                                                                       "dropped": {"c4": 1}, "rejected": {}}))
+            inputs = [{"uri": f, "size": os.path.getsize(f)} for p in cfg.inputs for f in storage.glob(p)]
+            manifests.write(cfg.output, manifests.build("documents", inputs=inputs, config={},
+                                                        counters={"records_read": 3, "kept": 2,
+                                                                  "dropped": {"c4": 1}, "rejected": {}}))
         elif module == "pipelines.train_tokenizer":
-            self._derive(arg["--output"], "tokenizer", [arg["--input"]])
-            Path(arg["--output"], "tokenizer.json").write_text("{}")
+            self._derive(cfg.output, "tokenizer", [cfg.input])
+            Path(cfg.output, "tokenizer.json").write_text("{}")
         elif module == "pipelines.pack":
-            self._derive(arg["--output"], "pack", [arg["--input"], arg["--tokenizer"]], counters={"examples": 10})
+            self._derive(cfg.output, "pack", [cfg.input, cfg.tokenizer], counters={"examples": 10})
         elif module == "pretraining.export":
-            out = arg["--output"]
+            out = cfg.output
             for sub in ("discriminator", "generator"):
                 Path(out, sub).mkdir(parents=True, exist_ok=True)
                 Path(out, sub, "config.json").write_text("{}")
-            ck = manifests.read(arg["--checkpoint"])
-            self._derive(out, "model", [arg["--checkpoint"]], step=ck["step"])
+            ck = manifests.read(cfg.checkpoint)
+            self._derive(out, "model", [cfg.checkpoint], step=ck["step"])
         elif module == "evaluation.run":
             from evaluation.progress import EvalProgress, PlannedRun
 
@@ -165,13 +168,13 @@ class FakeStages:
             progress.start()
             progress.run("sst2", 1)
             progress.finish("sst2", 1, {"sst2": {"accuracy": 50.0}}, "accuracy", 1.0)
-            report = storage.join(arg["--output"], "reports", "m", f"2026010{self.calls[module]}T000000Z")
+            report = storage.join(cfg.output, "reports", "m", f"2026010{self.calls[module]}T000000Z")
             results = {"name": "m", "seeds": 1, "tasks": {"sst2": {"task": "sst2", "primary": "accuracy",
                                                                    "median": {"accuracy": 0.5}, "paper": 91.2}}}
             storage.write_text(storage.join(report, "results.json"), json.dumps(results))
             storage.write_text(storage.join(report, "report.md"), "# report")
-            self._derive(report, "report", [arg["--model"]], tier=arg["--tier"])
-        return 0
+            self._derive(report, "report", [cfg.model], tier=cfg.tier)
+        return manifests.read(report if module == "evaluation.run" else cfg.output)
 
     def _derive(self, out: str, kind: str, input_uris: list[str], **extra) -> dict:
         inputs = [manifests.input_ref(u, manifests.read(u)) for u in input_uris]
@@ -182,8 +185,7 @@ class FakeStages:
     def launch(self, spec, pack_uri, target, logger):
         from pretraining import checkpoint
 
-        got = stages.latest_checkpoint(spec.pretrain_uri)
-        start = stages.checkpoint_step(got[1]) if got else 0
+        start = checkpoints.latest_step(spec.pretrain_uri)
         self.resumed_from.append(start)
         for step in range(start + 5, target + 1, 5):
             d = storage.join(spec.pretrain_uri, "checkpoints", checkpoint.tag(step))
@@ -205,7 +207,7 @@ class FakeStages:
             storage.write_text(metrics, old + "".join(json.dumps(x) + "\n" for x in lines))
             if self.crash_at_step is not None and step >= self.crash_at_step:
                 self.crash_at_step = None
-                raise stages.StageError("killed")
+                raise StageError("killed")
 
 
 def _params(tmp_path: Path) -> dict:
@@ -224,7 +226,7 @@ def _params(tmp_path: Path) -> dict:
 def fake(monkeypatch):
     def make(**kw):
         f = FakeStages(**kw)
-        monkeypatch.setattr(stages, "call_main", f.call_main)
+        monkeypatch.setattr(stages, "run", f.run)
         import flows.electra_pretraining as ep
 
         monkeypatch.setattr(ep, "_launch", f.launch)
@@ -360,9 +362,9 @@ def test_launcher_tree_dies_with_the_flow_process(tmp_path):
 
     marker = "347.25"  # an unusual duration: how this test finds its own sleeps
     parent = subprocess.Popen([sys.executable, "-c", (
-        "from flows import stages\n"
-        f"stages.run_streaming(['bash', '-c', 'sleep {marker} & sleep {marker}; wait'], print)\n")],
-        cwd=str(stages.REPO), start_new_session=True)
+        "from flows import supervise\n"
+        f"supervise.run_streaming(['bash', '-c', 'sleep {marker} & sleep {marker}; wait'], print)\n")],
+        cwd=str(REPO), start_new_session=True)
 
     def tree() -> list[str]:
         out = subprocess.run(["pgrep", "-f", f"sleep {marker}"], capture_output=True, text=True).stdout.split()
@@ -404,7 +406,7 @@ def test_cluster_mode_submits_and_waits_for_the_target_checkpoint(tmp_path, monk
                        mode="cluster", num_nodes=4, num_gpus=8, cluster={"poll_seconds": 1})))
     d = storage.join(spec.pretrain_uri, "checkpoints", checkpoint.tag(10))
     storage.write_text(storage.join(d, "mp_rank_00_model_states.pt"), "w")
-    manifests.write(d, manifests.build("checkpoint", inputs=[], config={}, step=10,
+    manifests.write(d, manifests.build("checkpoint", inputs=[], config={}, step=10, tokens_seen=1280,
                                        shards=[{"path": "mp_rank_00_model_states.pt", "bytes": 1, "sha256": "x"}]))
     cluster.run_job(spec, "s3://b/pack", 10, logging.getLogger("test"))
     log = calls.read_text()

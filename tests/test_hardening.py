@@ -189,8 +189,8 @@ def test_training_image_runs_as_a_non_root_user():
 
 
 def test_the_flow_retries_an_outage_not_a_user_error():
-    from flows import stages
     from flows.electra_pretraining import _transient
+    from flows.results import StageError
 
     class State:
         def __init__(self, exc):
@@ -199,8 +199,8 @@ def test_the_flow_retries_an_outage_not_a_user_error():
         def result(self):
             raise self.exc
 
-    assert _transient(None, None, State(stages.StageError("python -m pipelines.clean ... returned 75", 75)))
-    assert not _transient(None, None, State(stages.StageError("python -m pipelines.clean ... returned 2", 2)))
+    assert _transient(None, None, State(StageError("python -m pipelines.clean ... returned 75", 75)))
+    assert not _transient(None, None, State(StageError("python -m pipelines.clean ... returned 2", 2)))
 
 
 def test_in_process_copies_keep_the_credentials():

@@ -9,7 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from pipelines import packformat
+from common import packformat
 from pretraining.model import (
     METRIC_KEYS,
     ElectraPretrainingModel,

@@ -8,8 +8,9 @@ import random
 import numpy as np
 import pytest
 
-from common import manifest, storage
-from pipelines import documents, packformat
+from common import manifest, packformat, storage
+from common.special_tokens import SPECIAL_IDS
+from pipelines import documents
 from pipelines.packing import prose
 from pipelines.packing.config import PackConfig
 from pipelines.packing.examples import KnownSentences, pack, split_point
@@ -20,7 +21,6 @@ from pipelines.tokenizer import TokenizerError, load_spm
 from pipelines.tokenizer.config import TokenizerConfig
 from pipelines.tokenizer.sentences import split_sentences
 from pipelines.packing.segment import WindowSegmenter, stream_text, surface_bytes
-from pipelines.tokenizer.special import SPECIAL_IDS
 from pipelines.tokenizer.train import run as train
 
 BEAM = ["--direct_num_workers=2"]

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from clean_inputs import raw_prose
 
-from common import manifest, storage
-from pipelines import clean, documents, pack, packformat, train_tokenizer
+from common import manifest, packformat, storage
+from pipelines import clean, documents, pack, train_tokenizer
 from pipelines.packing import prose
 from pipelines.tokenizer import load_hf, load_spm
 

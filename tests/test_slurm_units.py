@@ -39,7 +39,7 @@ def _fake(bin_dir: Path, name: str, body: str) -> None:
 def _checkpoint(run: str, step: int) -> None:
     d = storage.join(run, "checkpoints", ckpt.tag(step))
     storage.write_text(storage.join(d, "zero_pp_rank_0_mp_rank_00_model_states.pt"), "w")
-    manifests.write(d, manifests.build("checkpoint", inputs=[], config={}, step=step, shards=[
+    manifests.write(d, manifests.build("checkpoint", inputs=[], config={}, step=step, tokens_seen=step * 64, shards=[
         {"path": "zero_pp_rank_0_mp_rank_00_model_states.pt", "bytes": 1, "sha256": "x"}]))
 
 

@@ -69,7 +69,7 @@ def test_two_ranks_zero3_loss_falls(reference):
 def test_validation_at_every_checkpoint_on_held_out_examples(reference, real_pack):
     """Held-out metrics at each checkpoint (8, 16, 24), in metrics.jsonl and the checkpoint manifest, on examples
     the run's own order never reaches; and none of the training-health warnings fires on this (golden) run."""
-    from pipelines.packformat import PackReader
+    from common.packformat import PackReader
     from pretraining.config import DataConfig
     from pretraining.data import ExampleOrder
     from pretraining.validation import HeldOut

@@ -24,12 +24,12 @@ from typing import Any, NamedTuple
 import numpy as np
 import pytest
 
-from common.seaweedfs import free_port  # noqa: F401  (re-exported for the launcher tests)
+from common.ports import free_port  # noqa: F401  (re-exported for the launcher tests)
+from common.special_tokens import FIXED, PIECES_BY_ID, SPECIAL_PIECES, template_processor
 
 REPO = Path(__file__).resolve().parent.parent
 PROSE_DIR = Path("/usr/share/common-licenses")
 PROSE_FILES = ("GPL-3", "Apache-2.0", "LGPL-2.1", "GPL-2", "MPL-2.0", "GFDL-1.3")
-SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 VOCAB = 512
 SEQ_LEN = 64
 STEPS = 24  # the reference run's length (the `reference` fixture in conftest.py)
@@ -60,7 +60,7 @@ def build_tokenizer(text: str, out: Path) -> dict:
     import io
 
     import sentencepiece as spm
-    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers
     from transformers import PreTrainedTokenizerFast
 
     from common import manifest
@@ -68,27 +68,25 @@ def build_tokenizer(text: str, out: Path) -> dict:
     buf = io.BytesIO()
     spm.SentencePieceTrainer.train(
         sentence_iterator=iter([s for d in sentences(text) for s in d]), model_writer=buf, vocab_size=VOCAB,
-        model_type="unigram", pad_id=0, unk_id=1, bos_id=-1, eos_id=-1, pad_piece="[PAD]", unk_piece="[UNK]",
-        user_defined_symbols=["[CLS]", "[SEP]", "[MASK]"], num_threads=1, minloglevel=2, byte_fallback=False)
+        model_type="unigram", pad_id=FIXED.pad, unk_id=FIXED.unk, bos_id=-1, eos_id=-1, pad_piece=SPECIAL_PIECES["pad"],
+        unk_piece=SPECIAL_PIECES["unk"], user_defined_symbols=PIECES_BY_ID[2:], num_threads=1, minloglevel=2, byte_fallback=False)
     out.mkdir(parents=True, exist_ok=True)
     (out / "spm.model").write_bytes(buf.getvalue())
     sp = spm.SentencePieceProcessor(model_proto=buf.getvalue())
     vocab = [(sp.id_to_piece(i), sp.get_score(i)) for i in range(sp.get_piece_size())]
-    tok = Tokenizer(models.Unigram(vocab, unk_id=1))
-    tok.add_special_tokens(SPECIALS)
+    tok = Tokenizer(models.Unigram(vocab, unk_id=FIXED.unk))
+    tok.add_special_tokens(PIECES_BY_ID)
     tok.normalizer = normalizers.NFKC()
     tok.pre_tokenizer = pre_tokenizers.Metaspace()
     tok.decoder = decoders.Metaspace()
-    tok.post_processor = processors.TemplateProcessing(
-        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1", special_tokens=[("[CLS]", 2), ("[SEP]", 3)])
-    assert [tok.token_to_id(s) for s in SPECIALS] == [0, 1, 2, 3, 4]
-    fast = PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="[PAD]", unk_token="[UNK]", cls_token="[CLS]",
-                                   sep_token="[SEP]", mask_token="[MASK]", model_max_length=SEQ_LEN)
+    tok.post_processor = template_processor()
+    assert [tok.token_to_id(s) for s in PIECES_BY_ID] == sorted(FIXED.as_dict().values())
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, **{f"{n}_token": p for n, p in SPECIAL_PIECES.items()},
+                                   model_max_length=SEQ_LEN)
     fast.save_pretrained(str(out))
     sha = hashlib.sha256((out / "spm.model").read_bytes()).hexdigest()
     m = manifest.build("tokenizer", inputs=[], config={"vocab_size": VOCAB, "model": "unigram"},
-                       vocab_size=tok.get_vocab_size(), special_ids=dict(zip(("pad", "unk", "cls", "sep", "mask"),
-                                                                              range(5))), spm_sha256=sha)
+                       vocab_size=tok.get_vocab_size(), special_ids=FIXED.as_dict(), spm_sha256=sha)
     manifest.write(str(out), m)
     return m
 
@@ -98,7 +96,7 @@ def build_pack(text: str, tok_dir: Path, tok_manifest: dict, out: Path, shards: 
     from tokenizers import Tokenizer
 
     from common import manifest
-    from pipelines.packformat import FORMAT, SHARDS_DIR
+    from common.packformat import FORMAT, SHARDS_DIR
 
     tok = Tokenizer.from_file(str(tok_dir / "tokenizer.json"))
     rng = random.Random(seed)
@@ -129,7 +127,7 @@ def build_pack(text: str, tok_dir: Path, tok_manifest: dict, out: Path, shards: 
     m = manifest.build(
         "pack", inputs=[manifest.input_ref(str(tok_dir), tok_manifest)], config={"seq_len": SEQ_LEN, "seed": seed},
         shards=entries, format=FORMAT, dtype="uint16", seq_len=SEQ_LEN, vocab_size=tok_manifest["vocab_size"],
-        special_ids={"pad": 0, "unk": 1, "cls": 2, "sep": 3, "mask": 4}, seed=seed,
+        special_ids=FIXED.as_dict(), seed=seed,
         tokenizer={"uri": str(tok_dir), "manifest_hash": tok_manifest["manifest_hash"],
                    "spm_sha256": tok_manifest["spm_sha256"]},
         padding_fraction=float((arr == 0).mean()))
@@ -145,10 +143,10 @@ def _row(sents: list[list[int]], rng: random.Random) -> list[int]:
             acc += len(sents[cut])
             cut += 1
         a, b = flat[:acc], flat[acc:]
-        row = [2] + a + [3] + b + [3] if b else [2] + a + [3]
+        row = [FIXED.cls] + a + [FIXED.sep] + b + [FIXED.sep] if b else [FIXED.cls] + a + [FIXED.sep]
     else:
-        row = [2] + flat + [3]
-    return row + [0] * (SEQ_LEN - len(row))
+        row = [FIXED.cls] + flat + [FIXED.sep]
+    return row + [FIXED.pad] * (SEQ_LEN - len(row))
 
 
 # ----------------------------------------------------------------------------- launcher

@@ -1,4 +1,4 @@
-"""The pack job: cleaned documents -> fixed-length ELECTRA examples (pipelines/packformat.py).
+"""The pack job: cleaned documents -> fixed-length ELECTRA examples (common/packformat.py).
 
 `pipelines.pack` is the entry point; `run(cfg, beam_args)` the library call.
 """

@@ -6,7 +6,7 @@ from typing import Iterator
 
 import numpy as np
 
-from pipelines import packformat
+from common import packformat
 
 
 def render_example(row: np.ndarray, sp, special_ids: dict[str, int]) -> str:
@@ -26,15 +26,12 @@ def render_example(row: np.ndarray, sp, special_ids: dict[str, int]) -> str:
     return " ".join(parts)
 
 
-def summarize(output: str, m: dict) -> dict:
-    from pipelines.inspect import generic_summary
-
-    out = generic_summary(output, m)
+def details(output: str, m: dict) -> dict:
+    """The pack's own summary fields (pipelines.inspect adds the ones every manifest has)."""
     examples = sum(int(s["examples"]) for s in m["shards"])
-    out.update(format=m.get("format"), examples=examples, seq_len=m.get("seq_len"), dtype=m.get("dtype"),
-               tokens=sum(int(s["tokens"]) for s in m["shards"]), padding_fraction=m.get("padding_fraction"),
-               seed=m.get("seed"), tokenizer=m.get("tokenizer"))
-    return out
+    return dict(format=m.get("format"), examples=examples, seq_len=m.get("seq_len"), dtype=m.get("dtype"),
+                tokens=sum(int(s["tokens"]) for s in m["shards"]), padding_fraction=m.get("padding_fraction"),
+                seed=m.get("seed"), tokenizer=m.get("tokenizer"))
 
 
 class _HFPieces:

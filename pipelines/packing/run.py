@@ -9,9 +9,9 @@ import logging
 import apache_beam as beam
 import numpy as np
 
-from common import claims, manifest, storage
+from common import claims, manifest, packformat, storage
 from pipelines import beam as beam_opts
-from pipelines import packformat, sharding
+from pipelines import sharding
 from pipelines.packing.config import PackConfig
 from pipelines.packing.encode import encoder_for
 from pipelines.packing.transforms import SUMMARY, PackDocuments

@@ -29,8 +29,8 @@ import apache_beam as beam
 import numpy as np
 from apache_beam.metrics import Metrics
 
-from common import storage
-from pipelines import documents, packformat, sharding
+from common import packformat, storage
+from pipelines import documents, sharding
 from pipelines.packing.config import PackConfig
 from pipelines.packing.encode import Encoder
 from pipelines.packing.examples import pack, unit_rng

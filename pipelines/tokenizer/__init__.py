@@ -4,8 +4,8 @@
 stages use (the pack job, pretraining, evaluation).
 """
 
+from common.special_tokens import SPECIAL_IDS, SPECIAL_TOKENS
 from pipelines.tokenizer.config import TokenizerConfig
 from pipelines.tokenizer.load import TokenizerError, load_hf, load_spm
-from pipelines.tokenizer.special import SPECIAL_IDS, SPECIAL_TOKENS
 
 __all__ = ["TokenizerConfig", "TokenizerError", "load_hf", "load_spm", "SPECIAL_IDS", "SPECIAL_TOKENS"]

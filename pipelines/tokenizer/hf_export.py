@@ -21,9 +21,9 @@ from __future__ import annotations
 import json
 import os
 
-from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
+from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers
 
-from pipelines.tokenizer.special import SPECIAL_IDS, SPECIAL_PIECES
+from common.special_tokens import SPECIAL_IDS, SPECIAL_PIECES, template_processor
 
 SPACE = "\u2581"  # SentencePiece's visible space "▁"
 # Lossless only under the identity rule with whitespace kept: a probe of everything another
@@ -87,12 +87,7 @@ def build(model_bytes: bytes, model_type: str) -> Tokenizer:
     ])
     tok.add_special_tokens([AddedToken(SPECIAL_PIECES[n], special=True, normalized=False)
                             for n in ("pad", "unk", "cls", "sep", "mask")])
-    cls, sep = SPECIAL_PIECES["cls"], SPECIAL_PIECES["sep"]
-    tok.post_processor = processors.TemplateProcessing(
-        single=f"{cls}:0 $A:0 {sep}:0",
-        pair=f"{cls}:0 $A:0 {sep}:0 $B:1 {sep}:1",  # token types as in the packed examples
-        special_tokens=[(cls, SPECIAL_IDS["cls"]), (sep, SPECIAL_IDS["sep"])],
-    )
+    tok.post_processor = template_processor()  # token types as in the packed examples
     return tok
 
 

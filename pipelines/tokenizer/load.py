@@ -16,8 +16,8 @@ from __future__ import annotations
 import dataclasses
 
 from common import manifest, storage
+from common.special_tokens import FIXED, SPECIAL_PIECES, SPECIAL_TOKENS, SpecialIds
 from pipelines.tokenizer import pretrained
-from pipelines.tokenizer.special import FIXED, SPECIAL_PIECES, SPECIAL_TOKENS, SpecialIds
 
 SPM_NAME = "spm.model"
 HF_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")

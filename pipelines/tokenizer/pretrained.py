@@ -23,7 +23,7 @@ import os
 import tempfile
 
 from common import storage
-from pipelines.tokenizer.special import SPECIAL_IDS, SpecialIds
+from common.special_tokens import SPECIAL_IDS, SpecialIds
 
 log = logging.getLogger(__name__)
 

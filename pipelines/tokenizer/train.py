@@ -16,12 +16,12 @@ import os
 import tempfile
 
 from common import claims, manifest, storage
+from common.special_tokens import SPECIAL_IDS, SPECIAL_PIECES
 from pipelines.tokenizer import hf_export
 from pipelines.tokenizer.config import TokenizerConfig
 from pipelines.tokenizer.load import SPM_NAME, check_special_tokens
 from pipelines.tokenizer.quantize import quantize_scores
 from pipelines.tokenizer.sample import iter_sample_sentences, select_ids
-from pipelines.tokenizer.special import SPECIAL_IDS, SPECIAL_PIECES
 
 log = logging.getLogger(__name__)
 

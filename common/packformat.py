@@ -27,7 +27,7 @@ import dataclasses
 import numpy as np
 
 from common import manifest, storage
-from pipelines.tokenizer.special import SpecialIds
+from common.special_tokens import SpecialIds
 
 FORMAT = "electra-pack-v1"
 SHARDS_DIR = "shards"

@@ -1,4 +1,7 @@
-"""The special tokens every stage agrees on (docs/architecture.md), and their ids as one typed record."""
+"""The special tokens every stage agrees on (docs/architecture.md), and their ids as one typed record.
+
+The one definition: the tokenizer job, the pack format, the model config's defaults and the tiny test
+tokenizers all read it, so a change here is a change everywhere."""
 
 from __future__ import annotations
 
@@ -17,6 +20,8 @@ SPECIAL_TOKENS: dict[str, tuple[str, int]] = {
 }
 SPECIAL_IDS: dict[str, int] = {name: i for name, (_, i) in SPECIAL_TOKENS.items()}
 SPECIAL_PIECES: dict[str, str] = {name: p for name, (p, _) in SPECIAL_TOKENS.items()}
+# The pieces in id order: a tokenizer trainer given this list as its special tokens puts each at its fixed id.
+PIECES_BY_ID: list[str] = [p for p, _ in sorted(SPECIAL_TOKENS.values(), key=lambda t: t[1])]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -44,3 +49,17 @@ class SpecialIds:
 
 FIXED = SpecialIds(**SPECIAL_IDS)  # the tokenizers this project trains
 BERT = SpecialIds(pad=0, unk=100, cls=101, sep=102, mask=103)  # BERT's / ELECTRA's published WordPiece vocab.txt
+
+
+def template_processor():
+    """The HF post-processor that frames text as the packed examples are: `[CLS] A [SEP]` and
+    `[CLS] A [SEP] B [SEP]`, token type 1 for B, with the fixed ids (a `tokenizers` object, imported here
+    so that reading the ids needs no tokenizers install)."""
+    from tokenizers import processors
+
+    cls, sep = SPECIAL_PIECES["cls"], SPECIAL_PIECES["sep"]
+    return processors.TemplateProcessing(
+        single=f"{cls}:0 $A:0 {sep}:0",
+        pair=f"{cls}:0 $A:0 {sep}:0 $B:1 {sep}:1",
+        special_tokens=[(cls, SPECIAL_IDS["cls"]), (sep, SPECIAL_IDS["sep"])],
+    )
