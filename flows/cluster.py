@@ -234,9 +234,9 @@ def run_job(spec: RunSpec, pack_uri: str, target: int, logger) -> JobRef:
             return ref
         if status.phase is Phase.FAILED:
             raise StageError(f"cluster job {label} failed ({status.detail}) at step {step}; "
-                                    "the retry resumes from it")
+                             "the retry resumes from it")
         if status.phase is Phase.SUCCEEDED:
             raise StageError(f"cluster job {label} finished without a checkpoint at step {target}")
         if status.phase is Phase.GONE:
             raise StageError(f"cluster job {label} is no longer known to the scheduler ({status.detail}) "
-                                    f"and the run stopped at step {step}; the retry resumes from it")
+                             f"and the run stopped at step {step}; the retry resumes from it")

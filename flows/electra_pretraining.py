@@ -191,7 +191,7 @@ def pretrain_stage(spec: RunSpec, pack_out: StageResult) -> StageResult:
         done = finished()
         if not done:
             raise StageError(f"pretraining ended without a complete checkpoint at step {target} "
-                                    f"under {spec.pretrain_uri}/checkpoints")
+                             f"under {spec.pretrain_uri}/checkpoints")
         return done
 
     try:
@@ -256,7 +256,7 @@ def _launch(spec: RunSpec, pack_uri: str, target: int, logger) -> None:
     rc = supervise.run_streaming(cmd, on_line, env=stages.launcher_env())
     if rc != 0:
         raise StageError(f"the DeepSpeed launcher exited with {rc}; last lines:\n" + "\n".join(lines.tail[-15:]),
-                                rc)
+                         rc)
     update_progress_artifact(artifact_id=progress, progress=100.0)
 
 

@@ -36,7 +36,7 @@ def newest_model(spec: RunSpec) -> tuple[int, str, dict] | None:
                 m = manifests.read(out, kind="model")
             except manifests.ManifestError:
                 continue
-            found.append((int(m["step"]), out, m))  # pretraining.export writes the checkpoint's step
+            found.append((int(m.get("step") or 0), out, m))  # pretraining.export writes the checkpoint's step; 0 for a model without one
     return max(found, key=lambda f: (f[0], f[1])) if found else None
 
 
@@ -57,7 +57,7 @@ def glue_squad_report(storage_root: str, run_name: str, size: Size = "small",
         model_res = StageResult.found("export", model[1], model[2])
     else:
         raise StageError(f"nothing to evaluate: no complete checkpoint under {spec.pretrain_uri} "
-                                f"and no model under {spec.run_root}/model")
+                         f"and no model under {spec.run_root}/model")
     done = reports.find_reports(spec.run_root, model_res.manifest_hash, spec.evaluation.tier)
     if done:
         logger.info("%s was already evaluated at tier %s (%s): not evaluating it again",
