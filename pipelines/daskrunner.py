@@ -21,22 +21,27 @@ group on one key. A Flatten adds its inputs' partitions. The clean job has one p
 input file, so the task count grew faster than the data: the same 24 MB of HTML as 12 files ran
 in 8 s with ~1,500 tasks known to a worker at once and a 260 MB worker, as 158 files in 153 s
 with ~34,000 tasks and a 460 MB worker, all of it the workers' and the scheduler's per-task
-state (dask stored no data to speak of). `GroupByKey` here joins every `fan_in` neighbouring
-input partitions (a concatenation: linear in P), hashes each joined partition's items by key
-into P / fan_in buckets and pickles each bucket into one blob, and shuffles only the blobs: a
-group costs about (P / fan_in)^2 split tasks up to 32 x fan_in partitions, the steps after it
-run on P / fan_in partitions, and the data a shuffle holds until its last input arrives is a
-few large bytes objects (sized exactly by dask, freed whole) rather than one tuple and
-WindowedValue per element (half the stored bytes on the clean job). The 158 files then ran in
-18 s with ~1,000 tasks and a 250-280 MB worker. Memory per task: a joined partition holds
-`fan_in` input partitions' records (the clean job: `fan_in` input files' documents), an output
-partition 1/(P / fan_in) of the group's data. Imported only when the DaskRunner is used.
+state (dask stored no data to speak of). `GroupByKey` here hashes each input partition's items
+by key into m = P / fan_in buckets in the task that made them, pickles and zstd-compresses each
+bucket into one blob, joins the blobs of every `fan_in` neighbouring partitions (a
+concatenation: linear in P) and shuffles only the joined blobs: a group costs about m^2 split
+tasks up to 32 x fan_in partitions, the steps after it run on m partitions, and the data a
+shuffle holds until its last input arrives is a few large compressed bytes objects (sized
+exactly by dask, freed whole) rather than one tuple and WindowedValue per element. The 158 files
+then ran in 18 s with ~1,000 tasks and a 250-280 MB worker. m is never below
+`--dask_group_min_partitions` (default: 4 per worker thread of the cluster): joining alone turned
+the clean job's chain of groups (blocks -> shard plan -> spread plans) into one partition, and
+every shard was written by one task. Memory per task: one input partition's records while they
+are cut into blobs, an output partition 1/m of the group's data. Imported only when the
+DaskRunner is used.
 """
 
 from __future__ import annotations
 
 import math
 import pickle
+
+import zstandard
 
 from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.runners.dask import overrides as _ov
@@ -46,10 +51,15 @@ from dask.bag.core import groupby_tasks
 from dask.base import tokenize
 from dask.sizeof import sizeof
 
-# Input partitions joined into one before a GroupByKey's shuffle. 8 of the clean job's partitions
-# (one input file each) are 8 files' documents in one task: tens of MB for files of 8 MB of HTML,
-# and the shuffle of 207 files becomes one of 26 partitions (676 split tasks instead of 6,750).
+# Input partitions whose blobs are joined into one before a GroupByKey's shuffle, and so how many
+# output partitions it makes (P / fan_in): the shuffle of 207 files is one of 26 partitions (676
+# split tasks instead of 6,750), and each output partition holds ~8 files' share of the group.
 DEFAULT_GROUP_FAN_IN = 8
+# Output partitions a GroupByKey makes at least, per worker thread of the cluster. Joining alone
+# would shrink a chain of groups to one partition (26 -> 4 -> 1), and the steps after the last
+# group, the shard writes, would all run in one task on one worker, one shard after another
+# (measured at 1.5 GB of HTML: 15 shards in one task, that worker's peak RSS +55 MB).
+PARTITIONS_PER_THREAD = 4
 
 
 class DaskGroupingOptions(PipelineOptions):
@@ -58,6 +68,10 @@ class DaskGroupingOptions(PipelineOptions):
         parser.add_argument("--dask_group_fan_in", type=int, default=DEFAULT_GROUP_FAN_IN,
                             help="DaskRunner: input partitions joined into one before each GroupByKey's shuffle "
                                  "(fewer tasks; each task holds this many partitions' records)")
+        parser.add_argument("--dask_group_min_partitions", type=int, default=0,
+                            help="DaskRunner: output partitions of every GroupByKey at least (default: "
+                                 f"{PARTITIONS_PER_THREAD} per worker thread of the cluster), so the steps after a "
+                                 "group spread over the whole cluster")
 
 
 @sizeof.register(WindowedValue)
@@ -92,7 +106,8 @@ def _to_buckets(items, buckets: int) -> list[tuple[int, bytes]]:
     out: dict[int, list] = {}
     for item in items:
         out.setdefault(_bucket(item[0], buckets), []).append(item)
-    return [(b, pickle.dumps(group, protocol=pickle.HIGHEST_PROTOCOL)) for b, group in sorted(out.items())]
+    pack = zstandard.ZstdCompressor(level=1).compress
+    return [(b, pack(pickle.dumps(group, protocol=pickle.HIGHEST_PROTOCOL))) for b, group in sorted(out.items())]
 
 
 def _identity(x):
@@ -102,36 +117,57 @@ def _identity(x):
 def _from_buckets(partition) -> list:
     """(bucket, [(bucket, blob), ...]) of one output partition -> (key, [values]) per key."""
     groups: dict = {}
+    unpack = zstandard.ZstdDecompressor().decompress
     for _, pieces in partition:
         for _, blob in pieces:
-            for k, v in pickle.loads(blob):
+            for k, v in pickle.loads(unpack(blob)):
                 groups.setdefault(k, []).append(_te.defenestrate(v))
     return list(groups.items())
 
 
-def grouped_partitions(partitions: int, fan_in: int) -> int:
-    """How many partitions a GroupByKey shuffles (and outputs) for `partitions` input partitions."""
-    return max(1, math.ceil(partitions / max(1, fan_in)))
+def grouped_partitions(partitions: int, fan_in: int, at_least: int = 1) -> int:
+    """How many partitions a GroupByKey shuffles (and outputs) for `partitions` input partitions:
+    one per `fan_in` of them, and never fewer than `at_least`."""
+    return max(1, at_least, math.ceil(partitions / max(1, fan_in)))
+
+
+def cluster_threads() -> int:
+    """Worker threads of the cluster the runner's client is connected to (1 without a client)."""
+    try:
+        from distributed import default_client
+
+        return max(1, sum(default_client().nthreads().values()))
+    except (ImportError, ValueError):  # no client: the translation runs outside a cluster (tests)
+        return 1
 
 
 class GroupByKey(_te.DaskBagOp):
-    """The runner's GroupByKey on input partitions joined `fan_in` at a time, moving one pickled
-    blob per (joined partition, output bucket) through dask's task shuffle (see the docstring)."""
+    """The runner's GroupByKey as compressed blobs, one per (input partition, output bucket), joined
+    `fan_in` partitions at a time and moved through dask's task shuffle (see the docstring)."""
 
     fan_in = DEFAULT_GROUP_FAN_IN
+    min_partitions = 0  # 0: PARTITIONS_PER_THREAD per worker thread, read when the graph is built
 
     def apply(self, input_bag, side_inputs=None):
-        m = grouped_partitions(input_bag.npartitions, self.fan_in)
-        blobs = input_bag.repartition(npartitions=m).map_partitions(_to_buckets, m)
+        at_least = self.min_partitions or PARTITIONS_PER_THREAD * cluster_threads()
+        m = grouped_partitions(input_bag.npartitions, self.fan_in, at_least)
+        # Each input partition is cut into compressed bucket blobs in the task that made it (so its
+        # records never wait, as objects, for their neighbours), then the blobs of neighbouring
+        # partitions are joined (or split, when there are fewer than m partitions).
+        blobs = input_bag.map_partitions(_to_buckets, m).repartition(npartitions=m)
         # Bucket b goes to output partition b (identity hash: the shuffle's digits of b are unique).
         return groupby_tasks(blobs, _key, hash=_identity).map_partitions(_from_buckets)
 
 
 def install(options: PipelineOptions | None = None) -> None:
     """Use the fixes for every pipeline the runner translates from now on (the driver calls this)."""
-    fan_in = (options or PipelineOptions([])).view_as(DaskGroupingOptions).dask_group_fan_in
-    if fan_in < 1:
-        raise ValueError(f"--dask_group_fan_in must be at least 1, got {fan_in}")
-    GroupByKey.fan_in = fan_in
+    grouping = (options or PipelineOptions([])).view_as(DaskGroupingOptions)
+    if grouping.dask_group_fan_in < 1:
+        raise ValueError(f"--dask_group_fan_in must be at least 1, got {grouping.dask_group_fan_in}")
+    if grouping.dask_group_min_partitions < 0:
+        raise ValueError(f"--dask_group_min_partitions must be 0 (per thread) or more, "
+                         f"got {grouping.dask_group_min_partitions}")
+    GroupByKey.fan_in = grouping.dask_group_fan_in
+    GroupByKey.min_partitions = grouping.dask_group_min_partitions
     _te.apply_dofn_to_bundle = apply_dofn_to_bundle
     _te.TRANSLATIONS[_ov._GroupByKeyOnly] = GroupByKey

@@ -39,3 +39,31 @@ def test_group_by_key_gives_every_key_one_group_on_fewer_partitions(partitions, 
 def test_fan_in_below_one_is_refused():
     with pytest.raises(ValueError, match="--dask_group_fan_in"):
         daskrunner.install(PipelineOptions(["--dask_group_fan_in=0"]))
+
+
+@pytest.mark.parametrize("partitions,at_least", [(1, 6), (3, 8), (40, 2)])
+def test_group_by_key_keeps_at_least_min_partitions(partitions, at_least, monkeypatch):
+    """A chain of groups must not shrink to one partition: the steps after the last group (the
+    shard writes) would run in one task on one worker."""
+    items = [(i % 29, i) for i in range(500)]
+    monkeypatch.setattr(daskrunner.GroupByKey, "min_partitions", at_least)
+    with dask.config.set(scheduler="sync"):
+        out = daskrunner.GroupByKey(applied=None).apply(db.from_sequence(items, npartitions=partitions))
+    assert out.npartitions >= max(at_least, daskrunner.grouped_partitions(partitions, daskrunner.GroupByKey.fan_in))
+    parts = [p for p in dask.compute(*out.to_delayed(), scheduler="sync")]
+    assert sum(1 for p in parts if p) >= min(at_least, 29) // 2, "the groups all landed in a few partitions"
+    assert _grouped(out) == {k: sorted(i for i in range(500) if i % 29 == k) for k in range(29)}
+
+
+def test_min_partitions_default_follows_the_cluster_threads(monkeypatch):
+    monkeypatch.setattr(daskrunner.GroupByKey, "min_partitions", 0)
+    monkeypatch.setattr(daskrunner, "cluster_threads", lambda: 3)
+    with dask.config.set(scheduler="sync"):
+        out = daskrunner.GroupByKey(applied=None).apply(db.from_sequence([(1, 1), (2, 2)], npartitions=1))
+    assert out.npartitions >= 3 * daskrunner.PARTITIONS_PER_THREAD
+    assert _grouped(out) == {1: [1], 2: [2]}
+
+
+def test_negative_min_partitions_is_refused():
+    with pytest.raises(ValueError, match="--dask_group_min_partitions"):
+        daskrunner.install(PipelineOptions(["--dask_group_min_partitions=-1"]))
