@@ -109,7 +109,8 @@ def main(argv: list[str] | None = None) -> None:
             data_scale.build_corpus(corpus, a.base_mb, a.scale, a.file_mb)
         files = data_scale.inputs_for(corpus, a.scale)
         with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None,
-                                      memory_limit=a.memory_limit) as cluster, distributed.Client(cluster) as client:
+                                      memory_limit=a.memory_limit, env=dict(data_scale.WORKER_ENV)) as cluster, \
+                distributed.Client(cluster) as client:
             logs = client.run(start_sampler, os.path.join(tmp, "timeline"), a.every)
             cfg = build(tuple(files), os.path.join(tmp, "clean"), "auto", None,
                         ["out.shard_mb=1", "out.block_input_mb=2", *a.set])

@@ -9,8 +9,8 @@ the words of every HTML text node shuffled (copy k of a page is a new page to ev
 words, lengths, lines and end marks, but almost no 5-word shingle in common, so dedup keeps it).
 Each size runs `pipelines.clean` and then `pipelines.pack` on Beam's DaskRunner against a local
 `dask.distributed` cluster of 2 worker processes with a memory limit (dask's spilling on, as a
-cluster runs them), with small shard targets so every size makes many shards. For each size it
-records CPU-seconds per input MB (this process, which hosts the scheduler, plus every worker and
+cluster runs them; Arrow on jemalloc, as docs/clean.md asks of workers), with small shard targets
+so every size makes many shards. For each size it records CPU-seconds per input MB (this process, which hosts the scheduler, plus every worker and
 nanny process), the peak RSS of the largest worker (sampled every 50 ms), and the shard counts.
 
 Targets (the issue's): peak worker RSS at 16x within 1.25x of 1x; CPU-seconds per MB at 16x at
@@ -37,6 +37,11 @@ from pipelines import local_corpus  # noqa: E402
 
 MB = 1 << 20
 DASK_RUNNER = "apache_beam.runners.dask.dask_runner.DaskRunner"
+# The workers' environment, as docs/clean.md asks of every runner: Arrow on jemalloc. Its default
+# allocator in the pyarrow wheels, mimalloc, keeps what a thread freed, and a worker writing shard
+# after shard grew by up to ~20 MB per shard; Arrow reads the variable when it is imported, which
+# Beam does before any job code runs, so it has to be in the environment the worker starts with.
+WORKER_ENV = {"ARROW_DEFAULT_MEMORY_POOL": "jemalloc"}
 _TEXT_NODE = re.compile(rb">([^<]+)<")
 
 
@@ -152,7 +157,8 @@ def run_scale(scale: int, files: list[str], work: str, tok: str, a) -> dict:
     out = os.path.join(work, f"x{scale}")
     me = psutil.Process()
     with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None,
-                                  memory_limit=a.memory_limit) as cluster, distributed.Client(cluster) as client:
+                                  memory_limit=a.memory_limit, env=WORKER_ENV) as cluster, \
+            distributed.Client(cluster) as client:
         procs = me.children(recursive=True)  # nannies and workers
         worker_pids = list(client.run(os.getpid).values())
         args = [f"--runner={DASK_RUNNER}", f"--dask_client_address={cluster.scheduler_address}"]
