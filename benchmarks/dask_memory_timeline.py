@@ -121,7 +121,8 @@ def main(argv: list[str] | None = None) -> None:
         print(f"clean at {a.scale}x: {len(files)} files, kept {m['counters']['kept']}, {wall:.0f} s")
         for worker, path in sorted(logs.items()):
             r = report(path, a.step)
-            print(f"\nworker {worker} (Arrow pool {r['peak']['arrow_pool']}): {r['samples']} samples, peak {r['peak']['rss_mb']} MB at {r['peak_t']} s "
+            print(f"\nworker {worker} (Arrow pool {r['peak']['arrow_pool']}): {r['samples']} samples, "
+                  f"peak {r['peak']['rss_mb']} MB at {r['peak_t']} s "
                   f"executing {r['peak']['executing']}, holding {r['peak']['results']} results "
                   f"({r['peak']['stored_mb']} MB stored)")
             print("   t s | RSS MB | tasks | results | stored MB | executing | most held")

@@ -10,8 +10,9 @@ words, lengths, lines and end marks, but almost no 5-word shingle in common, so 
 Each size runs `pipelines.clean` and then `pipelines.pack` on Beam's DaskRunner against a local
 `dask.distributed` cluster of 2 worker processes with a memory limit (dask's spilling on, as a
 cluster runs them; Arrow on jemalloc, as docs/clean.md asks of workers), with small shard targets
-so every size makes many shards. For each size it records CPU-seconds per input MB (this process, which hosts the scheduler, plus every worker and
-nanny process), the peak RSS of the largest worker (sampled every 50 ms), and the shard counts.
+so every size makes many shards. For each size it records CPU-seconds per input MB (this
+process, which hosts the scheduler, plus every worker and nanny process), the peak RSS of the
+largest worker (sampled every 50 ms), and the shard counts.
 
 Targets (the issue's): peak worker RSS at 16x within 1.25x of 1x; CPU-seconds per MB at 16x at
 most 1.2x of 1x; shard counts growing with the input.

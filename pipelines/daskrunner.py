@@ -42,7 +42,6 @@ import math
 import pickle
 
 import zstandard
-
 from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.runners.dask import overrides as _ov
 from apache_beam.runners.dask import transform_evaluator as _te
@@ -67,7 +66,8 @@ class DaskGroupingOptions(PipelineOptions):
     def _add_argparse_args(cls, parser):
         parser.add_argument("--dask_group_fan_in", type=int, default=DEFAULT_GROUP_FAN_IN,
                             help="DaskRunner: input partitions joined into one before each GroupByKey's shuffle "
-                                 "(fewer tasks; each task holds this many partitions' records)")
+                                 "(fewer tasks and partitions; each output partition holds about this many input "
+                                 "partitions' share of the group)")
         parser.add_argument("--dask_group_min_partitions", type=int, default=0,
                             help="DaskRunner: output partitions of every GroupByKey at least (default: "
                                  f"{PARTITIONS_PER_THREAD} per worker thread of the cluster), so the steps after a "
