@@ -1,4 +1,4 @@
-"""Three fixes for Beam's DaskRunner (2.77) that the data jobs need to keep worker memory bounded.
+"""Four fixes for Beam's DaskRunner (2.77) that the data jobs need to keep worker memory bounded.
 
 The runner runs a ParDo on a dask partition with `apply_dofn_to_bundle`, whose output receiver
 (a list of every output of the partition) lives in the task graph and is never emptied. So a
@@ -32,8 +32,15 @@ then ran in 18 s with ~1,000 tasks and a 250-280 MB worker. m is never below
 `--dask_group_min_partitions` (default: 4 per worker thread of the cluster): joining alone turned
 the clean job's chain of groups (blocks -> shard plan -> spread plans) into one partition, and
 every shard was written by one task. Memory per task: one input partition's records while they
-are cut into blobs, an output partition 1/m of the group's data. Imported only when the
-DaskRunner is used.
+are cut into blobs, an output partition 1/m of the group's data.
+
+Fourth, the runner's ParDo puts the DoFn invoker's arguments (the DoFn, its output handler and
+context) into every partition task as objects. A worker keeps a task's arguments for as long as it
+knows the task, and it knows a finished task while anything computed from it is still held, so
+every input file's chain of ParDo tasks stays known, with its unpickled and set-up DoFns, until
+the GroupByKey after it has every input: worker memory grew with the number of files. `ParDo`
+here ships them as one zstd-compressed pickle (1-3 KB per ParDo), unpickled in the task and
+dropped with it. Imported only when the DaskRunner is used.
 """
 
 from __future__ import annotations
@@ -41,6 +48,8 @@ from __future__ import annotations
 import math
 import pickle
 
+import apache_beam as beam
+import cloudpickle
 import zstandard
 from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.runners.dask import overrides as _ov
@@ -91,6 +100,45 @@ def apply_dofn_to_bundle(items, do_fn_invoker_args, do_fn_invoker_kwargs, tagged
 
 
 apply_dofn_to_bundle.beam_original = _ORIGINAL
+
+
+class _CallRecorder:
+    """Stands in for the input bag while the runner's own ParDo translation runs, and keeps what it
+    asks for: the windowing map, then the partition call with the DoFn invoker's arguments."""
+
+    def map(self, fn, *args):
+        self.windowing = (fn, args)
+        return self
+
+    def map_partitions(self, fn, *args):
+        self.call = args
+        return self
+
+
+def _run_bundle(items, payload: bytes):
+    """One partition through a DoFn whose windowing and invoker arguments arrive as one compressed
+    pickle (see ParDo)."""
+    window, window_args, invoker_args, invoker_kwargs, receivers = pickle.loads(
+        zstandard.ZstdDecompressor().decompress(payload))
+    return apply_dofn_to_bundle((window(x, *window_args) for x in items), invoker_args, invoker_kwargs, receivers)
+
+
+class ParDo(_te.ParDo):
+    """The runner's ParDo with the DoFn invoker's arguments and the windowing map as one compressed
+    pickle per task (see the docstring): each task unpickles its own copy, sets it up, runs the
+    partition through it, tears it down and drops it, as the runner does with its objects, but
+    what the worker keeps for a finished task is a few KB of bytes. One task per partition, where
+    the runner makes two (the windowing map, then the DoFn)."""
+
+    def apply(self, input_bag, side_inputs=None):
+        if side_inputs:  # they hold dask collections the graph must see as such: the runner's own way
+            return super().apply(input_bag, side_inputs)
+        # The runner's translation, run against a recorder, builds the arguments (so they stay
+        # exactly the runner's); the recorder keeps them instead of making tasks.
+        recorder = _CallRecorder()
+        super().apply(recorder, side_inputs)
+        payload = cloudpickle.dumps((*recorder.windowing, *recorder.call), protocol=pickle.HIGHEST_PROTOCOL)
+        return input_bag.map_partitions(_run_bundle, zstandard.ZstdCompressor(level=3).compress(payload))
 
 
 def _key(item):
@@ -171,3 +219,4 @@ def install(options: PipelineOptions | None = None) -> None:
     GroupByKey.min_partitions = grouping.dask_group_min_partitions
     _te.apply_dofn_to_bundle = apply_dofn_to_bundle
     _te.TRANSLATIONS[_ov._GroupByKeyOnly] = GroupByKey
+    _te.TRANSLATIONS[beam.ParDo] = ParDo

@@ -1,14 +1,20 @@
-"""The DaskRunner's GroupByKey as `pipelines/daskrunner.py` replaces it: the same groups as a plain
-grouping, on P / fan_in partitions instead of dask's P (the task count grew faster than the data)."""
+"""The DaskRunner's GroupByKey and ParDo as `pipelines/daskrunner.py` replaces them: the same groups
+as a plain grouping, on P / fan_in partitions instead of dask's P (the task count grew faster than
+the data); the same ParDo outputs, with no DoFn object kept in the task graph."""
 
 from __future__ import annotations
 
 import collections
 
+import apache_beam as beam
 import dask
 import dask.bag as db
 import pytest
 from apache_beam.options.pipeline_options import PipelineOptions
+from apache_beam.runners.common import DoFnSignature
+from apache_beam.runners.dask import transform_evaluator as _te
+from apache_beam.runners.dask.dask_runner import DaskRunner
+from apache_beam.runners.dask.overrides import dask_overrides
 
 from pipelines import daskrunner
 
@@ -67,3 +73,55 @@ def test_min_partitions_default_follows_the_cluster_threads(monkeypatch):
 def test_negative_min_partitions_is_refused():
     with pytest.raises(ValueError, match="--dask_group_min_partitions"):
         daskrunner.install(PipelineOptions(["--dask_group_min_partitions=-1"]))
+
+
+class _SetupFn(beam.DoFn):
+    """A DoFn with per-instance state from setup(), as the jobs' DoFns have."""
+
+    def setup(self):
+        self.offset = 100
+
+    def process(self, x):
+        yield x + self.offset
+
+
+def _dask_bag(pipeline_fn):
+    p = beam.Pipeline()
+    pipeline_fn(p)
+    p.replace_all(dask_overrides())
+    visitor = DaskRunner.to_dask_bag_visitor()
+    p.visit(visitor)
+    return list(visitor.bags.values())[-1]
+
+
+def _objects_in(x):
+    """Every object an element of a task graph holds as an argument (tasks, lists, dicts, data nodes)."""
+    yield x
+    if isinstance(x, (list, tuple, set, frozenset)):
+        parts = list(x)
+    elif isinstance(x, dict):
+        parts = list(x.values())
+    else:
+        parts = [*getattr(x, "args", ()), *getattr(x, "kwargs", {}).values()]
+        if hasattr(x, "value") and not isinstance(x, (str, bytes)):
+            parts.append(x.value)
+    for part in parts:
+        yield from _objects_in(part)
+
+
+def _tasks_holding_a_dofn(bag) -> int:
+    return sum(any(isinstance(o, DoFnSignature) for o in _objects_in(t)) for t in dict(bag.__dask_graph__()).values())
+
+
+def test_pardo_tasks_carry_the_dofn_as_bytes_not_as_objects(monkeypatch):
+    """A worker keeps a finished task's arguments while anything computed from it is held, so a
+    DoFn in a task's arguments stayed in memory once per partition (see pipelines/daskrunner.py)."""
+    daskrunner.install()
+    build = lambda p: p | beam.Create(list(range(40))) | beam.ParDo(_SetupFn())  # noqa: E731
+    bag = _dask_bag(build)
+    assert sorted(bag.compute(scheduler="sync")) == [i + 100 for i in range(40)]
+    assert _tasks_holding_a_dofn(bag) == 0
+    # the check can fail: the runner's own translation puts the DoFn into every partition task
+    monkeypatch.setitem(_te.TRANSLATIONS, beam.ParDo, _te.ParDo)
+    runner_bag = _dask_bag(build)
+    assert _tasks_holding_a_dofn(runner_bag) == runner_bag.npartitions > 0
