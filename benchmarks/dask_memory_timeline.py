@@ -108,8 +108,9 @@ def main(argv: list[str] | None = None) -> None:
         if not Path(corpus, f"copy-{a.scale - 1:03d}").is_dir():  # a bigger corpus built earlier serves too
             data_scale.build_corpus(corpus, a.base_mb, a.scale, a.file_mb)
         files = data_scale.inputs_for(corpus, a.scale)
-        with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None,
-                                      memory_limit=a.memory_limit, env=dict(data_scale.WORKER_ENV)) as cluster, \
+        with data_scale.worker_environment(), \
+                distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None,
+                                         memory_limit=a.memory_limit) as cluster, \
                 distributed.Client(cluster) as client:
             logs = client.run(start_sampler, os.path.join(tmp, "timeline"), a.every)
             cfg = build(tuple(files), os.path.join(tmp, "clean"), "auto", None,

@@ -1,6 +1,6 @@
 """Scale benchmark: clean, then pack, on the DaskRunner at 1x, 4x and 16x of a real-text corpus.
 
-    .venv/bin/python benchmarks/data_scale.py [--base-mb 96] [--scales 1,4,16] [--corpus DIR] [--json OUT]
+    .venv/bin/python benchmarks/data_scale.py [--base-mb 96] [--scales 1,4,16] [--repeat 3] [--corpus DIR] [--json OUT]
 
 The corpus is real HTML from the documentation on this machine (`pipelines.local_corpus`: the
 Rust books, Python's docs, ... as WARC.gz HTTP responses), `--base-mb` of it at 1x. This machine
@@ -9,10 +9,12 @@ the words of every HTML text node shuffled (copy k of a page is a new page to ev
 words, lengths, lines and end marks, but almost no 5-word shingle in common, so dedup keeps it).
 Each size runs `pipelines.clean` and then `pipelines.pack` on Beam's DaskRunner against a local
 `dask.distributed` cluster of 2 worker processes with a memory limit (dask's spilling on, as a
-cluster runs them; Arrow on jemalloc, as docs/clean.md asks of workers), with small shard targets
-so every size makes many shards. For each size it records CPU-seconds per input MB (this
+cluster runs them; Arrow on jemalloc and 2 malloc arenas, as docs/clean.md asks of workers),
+with small shard targets so every size makes many shards. For each size it records CPU-seconds per input MB (this
 process, which hosts the scheduler, plus every worker and nanny process), the peak RSS of the
-largest worker (sampled every 50 ms), and the shard counts.
+largest worker (sampled every 50 ms), and the shard counts. Every size runs `--repeat` times,
+the sizes interleaved, each run on a fresh cluster; a size's row is its run with the median peak
+RSS, with the range over its runs beside it (a worker's base RSS moves by ~10 MB between runs).
 
 Targets (the issue's): peak worker RSS at 16x within 1.25x of 1x; CPU-seconds per MB at 16x at
 most 1.2x of 1x; shard counts growing with the input.
@@ -38,11 +40,23 @@ from pipelines import local_corpus  # noqa: E402
 
 MB = 1 << 20
 DASK_RUNNER = "apache_beam.runners.dask.dask_runner.DaskRunner"
-# The workers' environment, as docs/clean.md asks of every runner: Arrow on jemalloc. Its default
+# The workers' environment, as docs/clean.md asks of every runner. Arrow on jemalloc: its default
 # allocator in the pyarrow wheels, mimalloc, keeps what a thread freed, and a worker writing shard
 # after shard grew by up to ~20 MB per shard; Arrow reads the variable when it is imported, which
 # Beam does before any job code runs, so it has to be in the environment the worker starts with.
-WORKER_ENV = {"ARROW_DEFAULT_MEMORY_POOL": "jemalloc"}
+# glibc's malloc with 2 arenas rather than up to 8 per core: a dask worker's threads (event loop,
+# task thread, Arrow's I/O threads) each got an arena of their own, holding its freed memory
+# apart (16x peak 316-324 MB -> 311 MB over 3 runs each, 1x unchanged; docs/benchmarks.md).
+WORKER_ENV = {"ARROW_DEFAULT_MEMORY_POOL": "jemalloc", "MALLOC_ARENA_MAX": "2"}
+
+
+def worker_environment():
+    """Dask config that starts every worker process with WORKER_ENV. The nanny sets its
+    `pre-spawn-environ` before it starts a worker; `LocalCluster(env=...)` is applied inside the
+    worker once Python runs, too late for glibc, which reads MALLOC_ARENA_MAX as the process starts."""
+    import dask
+
+    return dask.config.set({f"distributed.nanny.pre-spawn-environ.{k}": v for k, v in WORKER_ENV.items()})
 _TEXT_NODE = re.compile(rb">([^<]+)<")
 
 
@@ -157,8 +171,9 @@ def run_scale(scale: int, files: list[str], work: str, tok: str, a) -> dict:
 
     out = os.path.join(work, f"x{scale}")
     me = psutil.Process()
-    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None,
-                                  memory_limit=a.memory_limit, env=WORKER_ENV) as cluster, \
+    with worker_environment(), \
+            distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None,
+                                     memory_limit=a.memory_limit) as cluster, \
             distributed.Client(cluster) as client:
         procs = me.children(recursive=True)  # nannies and workers
         worker_pids = list(client.run(os.getpid).values())
@@ -189,6 +204,17 @@ def run_scale(scale: int, files: list[str], work: str, tok: str, a) -> dict:
     return res
 
 
+def median_run(runs: list[dict]) -> dict:
+    """The run whose peak worker RSS is the median (the lower middle one of an even count)."""
+    ordered = sorted(runs, key=lambda r: r["peak_rss_mb"])
+    return ordered[(len(ordered) - 1) // 2]
+
+
+def spread(runs: list[dict]) -> str:
+    peaks = sorted(r["peak_rss_mb"] for r in runs)
+    return f"{peaks[0]}-{peaks[-1]} over {len(peaks)}" if len(peaks) > 1 else "1 run"
+
+
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--base-mb", type=float, default=96, help="MB of HTML at 1x (16x must be >= 1.5 GB for the record)")
@@ -202,6 +228,8 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--seq-len", type=int, default=512)
     ap.add_argument("--vocab-size", type=int, default=8000, help="tokenizer trained on the 1x documents")
     ap.add_argument("--corpus", help="keep the corpus here (built once, reused)")
+    ap.add_argument("--repeat", type=int, default=3,
+                    help="runs per size, interleaved (1x, 4x, 16x, 1x, ...); each size's row is its median-RSS run")
     ap.add_argument("--json", help="also write the results here")
     a = ap.parse_args(argv)
     scales = [int(s) for s in a.scales.split(",")]
@@ -217,34 +245,40 @@ def main(argv: list[str] | None = None) -> dict:
           f"{time.perf_counter() - t0:.0f} s", flush=True)
     before = machine.describe()
     print(f"machine: {before['cpu']}, {before['cores']} cores, load average {before['load_avg']}", flush=True)
-    rows = []
+    runs: dict[int, list[dict]] = {scale: [] for scale in scales}
     tok = os.path.join(tmp.name, "tok")
-    for scale in scales:
-        files = inputs_for(corpus, scale)
-        html_mb = info["bytes"] * scale / MB
-        if not os.path.exists(os.path.join(tok, "manifest.json")):
-            # The tokenizer is not what is measured: trained once, on the first size's documents.
-            from pipelines import clean
-            from pipelines.cleaning.config import CleanConfig
+    # Sizes interleaved, each run on a fresh cluster: a worker's base RSS moves by ~10 MB from run
+    # to run (imports, heap layout), as much as the 16x/1x ratio's margin, so one run per size is
+    # not a measurement; drift of the machine spreads over every size alike.
+    for _ in range(max(1, a.repeat)):
+        for scale in scales:
+            files = inputs_for(corpus, scale)
+            html_mb = info["bytes"] * scale / MB
+            if not os.path.exists(os.path.join(tok, "manifest.json")):
+                # The tokenizer is not what is measured: trained once, on the first size's documents.
+                from pipelines import clean
+                from pipelines.cleaning.config import CleanConfig
 
-            clean.run(CleanConfig(inputs=tuple(files), output=os.path.join(tmp.name, "tok-docs")),
-                      ["--direct_running_mode=in_memory", "--direct_num_workers=1"])
-            train(TokenizerConfig(input=os.path.join(tmp.name, "tok-docs"), output=tok, vocab_size=a.vocab_size,
-                                  sample_docs=2000))
-        r = run_scale(scale, files, tmp.name, tok, a)
-        r["input_mb"] = round(html_mb, 1)
-        r["gzip_mb"] = round(sum(os.path.getsize(f) for f in files) / MB, 1)
-        r["cpu_s_per_mb"] = round((r["clean_cpu_s"] + r["pack_cpu_s"]) / html_mb, 4)
-        r["peak_rss_mb"] = max(r["clean_peak_rss_mb"], r["pack_peak_rss_mb"])
-        r["peak_unmanaged_mb"] = max(r["clean_peak_unmanaged_mb"], r["pack_peak_unmanaged_mb"])
-        rows.append(r)
-        print(json.dumps(r), flush=True)
+                clean.run(CleanConfig(inputs=tuple(files), output=os.path.join(tmp.name, "tok-docs")),
+                          ["--direct_running_mode=in_memory", "--direct_num_workers=1"])
+                train(TokenizerConfig(input=os.path.join(tmp.name, "tok-docs"), output=tok,
+                                      vocab_size=a.vocab_size, sample_docs=2000))
+            r = run_scale(scale, files, tmp.name, tok, a)
+            r["input_mb"] = round(html_mb, 1)
+            r["gzip_mb"] = round(sum(os.path.getsize(f) for f in files) / MB, 1)
+            r["cpu_s_per_mb"] = round((r["clean_cpu_s"] + r["pack_cpu_s"]) / html_mb, 4)
+            r["peak_rss_mb"] = max(r["clean_peak_rss_mb"], r["pack_peak_rss_mb"])
+            r["peak_unmanaged_mb"] = max(r["clean_peak_unmanaged_mb"], r["pack_peak_unmanaged_mb"])
+            runs[scale].append(r)
+            print(json.dumps(r), flush=True)
+    rows = [median_run(runs[scale]) for scale in scales]
     first, last = rows[0], rows[-1]
     result = {
         "machine_before": before, "machine_after": machine.describe(),
         "settings": {k: getattr(a, k) for k in ("base_mb", "file_mb", "memory_limit", "shard_mb", "block_input_mb",
                                                 "pack_shard_mb", "unit_mb", "seq_len")},
         "rows": rows,
+        "runs": {str(scale): runs[scale] for scale in scales},
         "rss_ratio": round(last["peak_rss_mb"] / first["peak_rss_mb"], 3),
         "unmanaged_ratio": round(last["peak_unmanaged_mb"] / max(1e-9, first["peak_unmanaged_mb"]), 3),
         "cpu_per_mb_ratio": round(last["cpu_s_per_mb"] / first["cpu_s_per_mb"], 3),
@@ -252,11 +286,13 @@ def main(argv: list[str] | None = None) -> dict:
                            for a_, b in zip(rows, rows[1:])),
     }
     print(f"| size | input MB (HTML) | files | kept docs | CPU-s clean + pack | CPU-s per MB | "
-          f"peak worker RSS MB (clean / pack) | of which managed / unmanaged / spilled (clean) | documents shards | "
+          f"peak worker RSS MB (clean / pack) (range of the peak over runs) | of which managed / unmanaged / "
+          f"spilled (clean) | documents shards | "
           f"pack shards | wall s |")
     for r in rows:
         print(f"| {r['scale']}x | {r['input_mb']} | {r['files']} | {r['kept']} | {r['clean_cpu_s']} + {r['pack_cpu_s']} | "
-              f"{r['cpu_s_per_mb']} | {r['clean_peak_rss_mb']} / {r['pack_peak_rss_mb']} | {r['clean_peak_managed_mb']} / "
+              f"{r['cpu_s_per_mb']} | {r['clean_peak_rss_mb']} / {r['pack_peak_rss_mb']} ({spread(runs[r['scale']])}) | "
+              f"{r['clean_peak_managed_mb']} / "
               f"{r['clean_peak_unmanaged_mb']} / {r['clean_peak_spilled_mb']} | {r['clean_shards']} | "
               f"{r['pack_shards']} | {r['clean_wall_s'] + r['pack_wall_s']:.0f} |")
     print(f"peak RSS {last['scale']}x / {first['scale']}x = {result['rss_ratio']} (target <= 1.25), unmanaged "
