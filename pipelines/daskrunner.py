@@ -125,7 +125,7 @@ def _run_bundle(items, payload: bytes):
 
 class ParDo(_te.ParDo):
     """The runner's ParDo with the DoFn invoker's arguments and the windowing map as one compressed
-    pickle per task (see the docstring): each task unpickles its own copy, sets it up, runs the
+    pickle per task (see the module docstring): each task unpickles its own copy, sets it up, runs the
     partition through it, tears it down and drops it, as the runner does with its objects, but
     what the worker keeps for a finished task is a few KB of bytes. One task per partition, where
     the runner makes two (the windowing map, then the DoFn)."""
