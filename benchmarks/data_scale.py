@@ -10,8 +10,9 @@ words, lengths, lines and end marks, but almost no 5-word shingle in common, so 
 Each size runs `pipelines.clean` and then `pipelines.pack` on Beam's DaskRunner against a local
 `dask.distributed` cluster of 2 worker processes with a memory limit (dask's spilling on, as a
 cluster runs them; Arrow on jemalloc and 2 malloc arenas, as docs/clean.md asks of workers),
-with small shard targets so every size makes many shards. For each size it records CPU-seconds per input MB (this
-process, which hosts the scheduler, plus every worker and nanny process), the peak RSS of the
+with small shard targets so every size makes many shards. For each size it records CPU-seconds
+per input MB (this process, which hosts the scheduler, plus every worker and nanny process), the
+peak RSS of the
 largest worker (sampled every 50 ms), and the shard counts. Every size runs `--repeat` times,
 the sizes interleaved, each run on a fresh cluster; a size's row is its run with the median peak
 RSS, with the range over its runs beside it (a worker's base RSS moves by ~10 MB between runs).
@@ -250,20 +251,19 @@ def main(argv: list[str] | None = None) -> dict:
     # Sizes interleaved, each run on a fresh cluster: a worker's base RSS moves by ~10 MB from run
     # to run (imports, heap layout), as much as the 16x/1x ratio's margin, so one run per size is
     # not a measurement; drift of the machine spreads over every size alike.
+    # The tokenizer is not what is measured: trained once, on the first size's documents.
+    from pipelines import clean
+    from pipelines.cleaning.config import CleanConfig
+
+    clean.run(CleanConfig(inputs=tuple(inputs_for(corpus, scales[0])), output=os.path.join(tmp.name, "tok-docs")),
+              ["--direct_running_mode=in_memory", "--direct_num_workers=1"])
+    train(TokenizerConfig(input=os.path.join(tmp.name, "tok-docs"), output=tok, vocab_size=a.vocab_size,
+                          sample_docs=2000))
     for _ in range(max(1, a.repeat)):
         for scale in scales:
             files = inputs_for(corpus, scale)
-            html_mb = info["bytes"] * scale / MB
-            if not os.path.exists(os.path.join(tok, "manifest.json")):
-                # The tokenizer is not what is measured: trained once, on the first size's documents.
-                from pipelines import clean
-                from pipelines.cleaning.config import CleanConfig
-
-                clean.run(CleanConfig(inputs=tuple(files), output=os.path.join(tmp.name, "tok-docs")),
-                          ["--direct_running_mode=in_memory", "--direct_num_workers=1"])
-                train(TokenizerConfig(input=os.path.join(tmp.name, "tok-docs"), output=tok,
-                                      vocab_size=a.vocab_size, sample_docs=2000))
             r = run_scale(scale, files, tmp.name, tok, a)
+            html_mb = info["bytes"] * scale / MB
             r["input_mb"] = round(html_mb, 1)
             r["gzip_mb"] = round(sum(os.path.getsize(f) for f in files) / MB, 1)
             r["cpu_s_per_mb"] = round((r["clean_cpu_s"] + r["pack_cpu_s"]) / html_mb, 4)
